@@ -1,0 +1,59 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need is installed
+# here: a virtual environment from pinned requirements, our packages in editable mode, and (when run
+# as root on Debian) the system libraries open3d and the interface tests need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.stamp-deps
+PKG_STAMP := $(VENV)/.stamp-pkgs
+SYS_STAMP := .stamp-sysdeps
+DEBIAN_PKGS := libusb-1.0-0 python3-rosidl rosidl-tools
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format sysdeps venv clean bench colcon-list
+
+demo: sysdeps venv
+	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
+
+test: sysdeps venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check bopask_vlm bopask_ros tests benchmarks
+
+format: venv
+	$(VENV)/bin/ruff format bopask_vlm bopask_ros tests benchmarks
+
+bench: sysdeps venv
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+colcon-list: venv
+	$(VENV)/bin/colcon list
+
+venv: $(PKG_STAMP)
+
+$(DEPS_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(PKG_STAMP): $(DEPS_STAMP) bopask_vlm/setup.py bopask_ros/setup.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./bopask_vlm -e ./bopask_ros
+	touch $@
+
+# Debian libraries: libusb for open3d's import, rosidl to parse our .msg/.action files in tests.
+sysdeps:
+	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || { echo "apt-get failed for:$$missing" >&2; exit 1; }; \
+	else \
+	  echo "warning: missing Debian packages:$$missing (run 'sudo apt-get install$$missing')" >&2; \
+	fi
+
+clean:
+	rm -rf $(VENV) demo_out build install log .pytest_cache .ruff_cache

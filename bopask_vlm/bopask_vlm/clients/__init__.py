@@ -1,0 +1,1 @@
+"""VLM backends behind one interface: OpenAI-compatible (vLLM), transformers, oracle."""

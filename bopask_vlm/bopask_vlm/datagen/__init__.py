@@ -1,0 +1,1 @@
+"""Offline dataset generation: BOP scenes to BOP-ASK question/answer records."""

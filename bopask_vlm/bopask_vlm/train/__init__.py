@@ -1,0 +1,1 @@
+"""Supervised fine-tuning of VLMs on generated BOP-ASK data (transformers + peft)."""
