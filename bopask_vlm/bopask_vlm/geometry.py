@@ -33,9 +33,12 @@ __all__ = [
     "make_transform",
     "matrix_from_quat",
     "quat_from_matrix",
+    "quat_multiply",
+    "rotation_angle_deg",
     "slerp_transform",
     "transform_points",
     "world_from_plane",
+    "xyz_quat_from_transform",
 ]
 
 
@@ -121,6 +124,24 @@ def matrix_from_quat(q: ArrayLike) -> FloatArray:
     if n < 1e-9:
         raise GeometryError("zero-length quaternion")
     return Rotation.from_quat(q / n).as_matrix()
+
+
+def quat_multiply(q1: ArrayLike, q2: ArrayLike) -> FloatArray:
+    """Hamilton product ``q1 * q2`` of xyzw quaternions (the rotation ``q2`` first, then ``q1``)."""
+    x1, y1, z1, w1 = np.asarray(q1, dtype=np.float64).reshape(4)
+    x2, y2, z2, w2 = np.asarray(q2, dtype=np.float64).reshape(4)
+    return np.array([
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+    ])
+
+
+def xyz_quat_from_transform(T: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """(translation xyz, quaternion xyzw with w >= 0) of a 4x4 transform, as in a ROS Pose/Transform."""
+    T = _check_transform(T)
+    return T[:3, 3].copy(), quat_from_matrix(T[:3, :3])
 
 
 def slerp_transform(T0: ArrayLike, T1: ArrayLike, alpha: float) -> FloatArray:
@@ -265,8 +286,12 @@ class CameraModel:
         if self.is_distorted:
             import cv2
 
-            pts, _ = cv2.projectPoints(P[ok].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), self.K,
-                                       self._cv_dist())
+            if self.distortion_model == "equidistant":  # Kannala-Brandt, 4 coefficients (cv2.fisheye)
+                pts, _ = cv2.fisheye.projectPoints(P[ok].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), self.K,
+                                                   self._fisheye_dist())
+            else:
+                pts, _ = cv2.projectPoints(P[ok].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), self.K,
+                                           self._cv_dist())
             out[ok] = pts.reshape(-1, 2)
         else:
             x = P[ok, 0] / z[ok]
@@ -283,7 +308,14 @@ class CameraModel:
         if self.is_distorted:
             import cv2
 
-            xy = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.K, self._cv_dist()).reshape(-1, 2)
+            # iterate to convergence (the default 5 iterations leave ~1e-3 px near strong-distortion corners)
+            crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-12)
+            if self.distortion_model == "equidistant":
+                xy = cv2.fisheye.undistortPoints(uv.reshape(-1, 1, 2), self.K, self._fisheye_dist(),
+                                                 criteria=crit).reshape(-1, 2)
+            else:
+                xy = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.K, self._cv_dist(), None, None, None,
+                                         crit).reshape(-1, 2)
         else:
             y = (uv[:, 1] - self.K[1, 2]) / self.K[1, 1]
             x = (uv[:, 0] - self.K[0, 2] - self.K[0, 1] * y) / self.K[0, 0]
@@ -303,6 +335,11 @@ class CameraModel:
         uv = np.atleast_2d(np.asarray(pixels, dtype=np.float64))
         return (np.isfinite(uv).all(axis=1) & (uv[:, 0] >= -0.5) & (uv[:, 1] >= -0.5)
                 & (uv[:, 0] < self.width - 0.5) & (uv[:, 1] < self.height - 0.5))
+
+    def _fisheye_dist(self) -> FloatArray:
+        if self.D.size < 4:
+            raise GeometryError(f"equidistant distortion needs 4 coefficients, got {self.D.size}")
+        return self.D[:4].reshape(4, 1)
 
     def _cv_dist(self) -> FloatArray:
         if self.distortion_model in ("plumb_bob", "rational_polynomial", ""):
