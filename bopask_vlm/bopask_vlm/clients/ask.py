@@ -1,0 +1,63 @@
+"""``bopask ask``: one question about one image through a configured client; prints the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _load_config(path: str | None, endpoint: str | None, model: str | None) -> dict:
+    if path:
+        text = Path(path).read_text()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            return dict(yaml.safe_load(text))
+        return dict(json.loads(text))
+    if endpoint:
+        return {"type": "openai", "base_url": endpoint, "model": model or "default"}
+    if model:
+        return {"type": "transformers", "model_dir": model}
+    raise ValueError("give --config, --endpoint or --model")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bopask ask", description=__doc__)
+    p.add_argument("image", help="RGB image file")
+    p.add_argument("task", choices=["pose", "grasp", "trajectory", "rearrangement", "spatial", "depth"])
+    p.add_argument("objects", nargs="+", help="object description(s): one, or two for trajectory/spatial/depth")
+    p.add_argument("--relation", default=None, help="spatial relation, e.g. 'left of'")
+    p.add_argument("--config", default=None, help="client config (YAML/JSON)")
+    p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL (vLLM)")
+    p.add_argument("--model", default=None, help="served model name, or a model directory for transformers")
+    p.add_argument("--overlay", default=None, help="write the answer drawn on the image to this file")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    import cv2
+
+    from bopask_vlm.answers import answer_to_json
+    from bopask_vlm.clients import VLMError, VLMRequest, make_client
+
+    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if bgr is None:
+        print(f"bopask ask: cannot read image {args.image}", file=sys.stderr)
+        return 2
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        client = make_client(_load_config(args.config, args.endpoint, args.model))
+        resp = client.ask(VLMRequest(args.task, rgb, list(args.objects), relation=args.relation))
+    except (VLMError, ValueError) as e:
+        print(f"bopask ask: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"answer": answer_to_json(resp.answer), "raw": resp.raw_text,
+                      "latency_s": round(resp.latency_s, 4), "model": resp.model}))
+    if args.overlay:
+        from bopask_vlm.viz import draw_answer
+
+        cv2.imwrite(args.overlay, draw_answer(rgb, resp.answer)[:, :, ::-1])
+    return 0

@@ -1,0 +1,111 @@
+"""OpenAI-compatible chat client for a vLLM server (``/v1/chat/completions``).
+
+The image goes as a JPEG data URL; the answer is constrained by the task's JSON schema through
+``response_format: {"type": "json_schema", ...}`` (vLLM's structured outputs; the old
+``guided_json`` request field is silently ignored by current vLLM, so it is not used). Start the
+server with the xgrammar backend and ``disable_any_whitespace`` (``bopask serve`` does), or a
+random or weak model can loop on whitespace.
+
+httpx is used directly rather than the ``openai`` SDK so that every failure maps to one of our
+typed errors with the server's own words, and retries are ours to bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from bopask_vlm.answers import CoordConvention, json_schema, model_extent
+from bopask_vlm.clients.base import VLMClient, VLMRequest, VLMServerError
+
+
+def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
+    """``data:image/jpeg;base64,...`` of an HxWx3 uint8 RGB image."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image_rgb[:, :, ::-1]),
+                           [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+class OpenAICompatibleClient(VLMClient):
+    """Client of an OpenAI-compatible server. ``structured``: "json_schema" (default) or "none"."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default",
+                 convention: CoordConvention | str = CoordConvention.PIXELS, structured: str = "json_schema",
+                 timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5, max_tokens: int = 256,
+                 api_key_env: str = "BOPASK_VLM_API_KEY", jpeg_quality: int = 90) -> None:
+        if structured not in ("json_schema", "none"):
+            raise ValueError(f"structured must be 'json_schema' or 'none', got {structured!r}")
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model = model
+        self.convention = CoordConvention(convention)
+        self.structured = structured
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
+        self.max_tokens = int(max_tokens)
+        self.jpeg_quality = int(jpeg_quality)
+        self.api_key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.attempts = 0  # total HTTP attempts made, for monitoring
+
+    def request_body(self, request: VLMRequest, question: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": encode_jpeg_data_url(request.image, self.jpeg_quality)}},
+                {"type": "text", "text": question},
+            ]}],
+            "temperature": 0.0,
+            "max_tokens": self.max_tokens,
+        }
+        if self.structured == "json_schema":
+            ex, ey = model_extent(self.convention, request.width, request.height, self.resize)
+            schema = json_schema(request.task, ex, ey, integer=self.convention.integer)
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": f"bopask_{request.task.value}", "schema": schema,
+                                                       "strict": True}}
+        return body
+
+    def generate(self, request: VLMRequest, question: str) -> tuple[str, bool]:
+        import httpx
+
+        body = self.request_body(request, question)
+        url = f"{self.base_url}/chat/completions"
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self.attempts += 1
+            try:
+                r = httpx.post(url, json=body, headers=headers, timeout=self.timeout_s)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout_s:.1f} s"
+                continue
+            except httpx.HTTPError as e:
+                last = f"cannot reach {url}: {type(e).__name__}: {e}"
+                continue
+            if r.status_code >= 500 or r.status_code == 429:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                continue
+            if r.status_code >= 400:  # our request is wrong: retrying will not help
+                raise VLMServerError(f"{url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
+            try:
+                data = r.json()
+                content = data["choices"][0]["message"]["content"]
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                raise VLMServerError(f"{url} answered something that is not a chat completion: "
+                                     f"{type(e).__name__}: {r.text[:200]!r}") from e
+            if not isinstance(content, str):
+                raise VLMServerError(f"{url} answered no text content: {content!r}")
+            return content, self.structured == "json_schema"
+        raise VLMServerError(f"VLM server failed after {self.retries + 1} attempts: {last}")
