@@ -1,0 +1,141 @@
+"""Trajectories moving object A onto object B: an RRT in 3D (translation of A; goal bias 0.1) from A lifted
+off the table to a placement resting on B, every state and edge collision-checked (python-fcl through
+trimesh) against the other objects and the table, then shortened with Ramer-Douglas-Peucker and re-checked.
+
+Why not OMPL here: OMPL's RNG seed is process-global and can be set only before the first planner is
+made, so per-scene deterministic (and resumable, parallel) output could not be guaranteed; the planner
+itself is ~40 lines of numpy. Why not the ``simplification`` package for RDP: it accepts (N, 2)
+coordinates only, and these paths are 3D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bopask_vlm.datagen.grasps import TABLE, in_collision
+
+LIFT = 0.02  # A is lifted this much before moving, and placed this much above B
+GOAL_BIAS = 0.1
+
+
+@dataclass
+class Trajectory:
+    a: int
+    b: int
+    path_world: NDArray[np.float64]  # (N, 3) positions of A's reference point; first = A, last = placement
+    placement_world: NDArray[np.float64]  # (3,)
+
+
+def rdp(points: NDArray[np.float64], eps: float) -> NDArray[np.float64]:
+    """Ramer-Douglas-Peucker simplification of an (N, D) polyline."""
+    P = np.asarray(points, float)
+    if len(P) < 3:
+        return P
+    a, b = P[0], P[-1]
+    ab = b - a
+    L = np.linalg.norm(ab)
+    rel = P[1:-1] - a
+    if L < 1e-12:
+        d = np.linalg.norm(rel, axis=1)
+    else:
+        proj = np.clip(rel @ ab / L**2, 0, 1)
+        d = np.linalg.norm(rel - proj[:, None] * ab, axis=1)
+    i = int(np.argmax(d)) + 1
+    if d[i - 1] > eps:
+        return np.vstack([rdp(P[: i + 1], eps)[:-1], rdp(P[i:], eps)])
+    return np.vstack([a, b])
+
+
+class _Checker:
+    """Collision test of A's convex hull (conservative, and fast for FCL) translated to ``p``."""
+
+    def __init__(self, cm: Any, mesh_a: Any, a: int, ref: NDArray[np.float64]) -> None:
+        self.cm, self.mesh, self.a, self.ref = cm, mesh_a.convex_hull, str(a), ref
+
+    def ok(self, p: NDArray[np.float64]) -> bool:
+        T = np.eye(4)
+        T[:3, 3] = p - self.ref
+        return not (in_collision(self.cm, self.mesh, T) - {self.a})
+
+    def edge_ok(self, p: NDArray[np.float64], q: NDArray[np.float64], step: float = 0.005) -> bool:
+        n = max(1, int(np.ceil(np.linalg.norm(q - p) / step)))
+        return all(self.ok(p + (q - p) * k / n) for k in range(1, n + 1))
+
+
+def plan_move(a: int, b: int, meshes_world: list[Any], cm: Any, rng: np.random.Generator, *,
+              max_iters: int = 1500, step: float = 0.04, goal_tol: float = 1e-6,
+              bounds_margin: float = 0.15, z_max: float = 0.45) -> Trajectory | None:
+    """Path of A's bounding-box bottom centre from rest to resting on top of B; None if the RRT fails."""
+    ma, mb = meshes_world[a], meshes_world[b]
+    (lo_a, hi_a), (lo_b, hi_b) = ma.bounds, mb.bounds
+    ref = np.array([(lo_a[0] + hi_a[0]) / 2, (lo_a[1] + hi_a[1]) / 2, lo_a[2]])
+    rest = ref.copy()
+    start = rest + [0, 0, LIFT]
+    placement = np.array([(lo_b[0] + hi_b[0]) / 2, (lo_b[1] + hi_b[1]) / 2, hi_b[2] + LIFT])
+    chk = _Checker(cm, ma, a, ref)
+    if not (chk.ok(start) and chk.ok(placement)):
+        return None
+    allb = np.array([m.bounds for m in meshes_world])
+    lo = np.array([*(allb[:, 0, :2].min(0) - bounds_margin), start[2]])
+    hi = np.array([*(allb[:, 1, :2].max(0) + bounds_margin), z_max])
+    nodes, parent = [start], [-1]
+    found = -1
+    for _ in range(max_iters):
+        target = placement if rng.random() < GOAL_BIAS else rng.uniform(lo, hi)
+        arr = np.asarray(nodes)
+        i = int(np.argmin(np.linalg.norm(arr - target, axis=1)))
+        d = target - arr[i]
+        dist = float(np.linalg.norm(d))
+        new = target if dist <= step else arr[i] + d / dist * step
+        if not chk.edge_ok(arr[i], new):
+            continue
+        nodes.append(new)
+        parent.append(i)
+        if np.linalg.norm(new - placement) <= goal_tol or (
+                np.linalg.norm(new - placement) <= step and chk.edge_ok(new, placement)):
+            if np.linalg.norm(new - placement) > goal_tol:
+                nodes.append(placement)
+                parent.append(len(nodes) - 2)
+            found = len(nodes) - 1
+            break
+    if found < 0:
+        return None
+    path = []
+    k = found
+    while k >= 0:
+        path.append(nodes[k])
+        k = parent[k]
+    path = _shortcut(np.array(path[::-1]), chk)
+    simp = rdp(path, 0.01)
+    if not all(chk.edge_ok(p, q) for p, q in zip(simp[:-1], simp[1:])):
+        simp = path
+    return Trajectory(a, b, np.vstack([rest, simp]), placement)
+
+
+def _shortcut(path: NDArray[np.float64], chk: _Checker) -> NDArray[np.float64]:
+    """Greedy shortcutting: from each kept point jump to the farthest point reachable in a straight line."""
+    out, i = [path[0]], 0
+    while i < len(path) - 1:
+        j = len(path) - 1
+        while j > i + 1 and not chk.edge_ok(path[i], path[j]):
+            j -= 1
+        out.append(path[j])
+        i = j
+    return np.array(out)
+
+
+def path_collision_free(traj: Trajectory, meshes_world: list[Any], cm: Any, step: float = 0.005) -> bool:
+    """Independent check of a path (after the lift): no contact with the table or objects other than A."""
+    ma = meshes_world[traj.a]
+    lo, hi = ma.bounds
+    ref = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    chk = _Checker(cm, ma, traj.a, ref)
+    P = traj.path_world[1:]
+    return chk.ok(P[0]) and all(chk.edge_ok(p, q, step) for p, q in zip(P[:-1], P[1:]))
+
+
+__all__ = ["GOAL_BIAS", "LIFT", "TABLE", "Trajectory", "path_collision_free", "plan_move", "rdp"]
