@@ -57,3 +57,9 @@ sysdeps:
 
 clean:
 	rm -rf $(VENV) demo_out build install log .pytest_cache .ruff_cache
+
+# The real vLLM server test: vLLM's CPU build in its own environment (.venv-vllm, ~4 min, ~6 GB).
+.PHONY: test-vllm
+test-vllm: sysdeps venv
+	bash scripts/vllm_venv.sh .venv-vllm
+	$(PY) -m pytest -m vllm tests/test_vllm_server.py $(PYTEST_ARGS)
