@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.stamp-deps
 PKG_STAMP := $(VENV)/.stamp-pkgs
 SYS_STAMP := .stamp-sysdeps
-DEBIAN_PKGS := libusb-1.0-0 python3-rosidl rosidl-tools
+DEBIAN_PKGS := libusb-1.0-0 python3-rosidl rosidl-tools python3-empy
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint format sysdeps venv clean bench colcon-list
