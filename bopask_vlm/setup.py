@@ -10,7 +10,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
     ],
-    package_data={"bopask_vlm": ["data/*.json", "data/*.yaml"]},
+    package_data={"bopask_vlm": ["data/*.json", "data/*.yaml", "train/configs/*.yaml"]},
     include_package_data=True,
     install_requires=["setuptools"],
     zip_safe=True,

@@ -121,6 +121,11 @@ def transform_from_msg(msg: Any) -> tuple[NDArray[np.float64], str, str, float]:
     return T, parent, child, stamp
 
 
+#: stamps this close to the end of a link's data count as at the end: seconds since the epoch as
+#: float64 carry ~2e-7 s of rounding, and a stamp converted twice must not extrapolate.
+STAMP_TOLERANCE_S = 1e-6
+
+
 @dataclass
 class _Link:
     parent: str
@@ -138,11 +143,12 @@ class _Link:
         if self.static:
             return self.poses[0]
         s = self.stamps
-        if t < s[0] or t > s[-1]:
+        if t < s[0] - STAMP_TOLERANCE_S or t > s[-1] + STAMP_TOLERANCE_S:
             when = "before the oldest" if t < s[0] else "after the newest"
             raise ExtrapolationError(
                 f"lookup of {self.parent} -> {child} at t={t:.9f} is {when} data "
                 f"([{s[0]:.9f}, {s[-1]:.9f}], {len(s)} samples)")
+        t = min(max(t, s[0]), s[-1])  # within float rounding of an end: that end
         i = bisect.bisect_left(s, t)
         if s[i] == t:
             return self.poses[i]

@@ -173,8 +173,10 @@ def frame_records(sc: BopScene, im: int, geo: SceneGeometry, out_dir: Path, opts
         mi = sc.models[objs[k].obj_id]
         if "pose" in tasks:
             c_cam = transform_points(T_cw, geo.corners_w[k])
-            if np.all(c_cam[:, 2] > 0.01):
-                add(Task.POSE, [k], PoseAnswer(cam.project(c_cam)),
+            uv = cam.project(c_cam) if np.all(c_cam[:, 2] > 0.01) else None
+            # a cuboid cut by the image border has no answer a model can give (answers stay in the image)
+            if uv is not None and cam.in_image(uv).all():
+                add(Task.POSE, [k], PoseAnswer(uv),
                     {"T_cam_obj": T_co.tolist(), "size": mi.size.tolist(), "box_min": mi.min_xyz.tolist(),
                      "corners_3d_cam": c_cam.tolist()})
         if "grasp" in tasks and geo.grasps and geo.grasps[k].kept:

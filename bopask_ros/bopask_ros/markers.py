@@ -1,0 +1,49 @@
+"""RViz marker content for a pipeline result, ROS-free: the node turns these into
+``visualization_msgs/Marker`` (type constants as in that message)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bopask_vlm.gripper import keypoints_3d
+
+LINE_STRIP = 4
+LINE_LIST = 5
+SPHERE_LIST = 7
+
+
+@dataclass(frozen=True)
+class MarkerSpec:
+    ns: str
+    type: int
+    points: NDArray[np.float64]  # (N, 3) in the planning frame
+    scale: tuple[float, float, float]
+    color: tuple[float, float, float, float]
+
+
+def result_markers(result: object) -> list[MarkerSpec]:
+    """Lifted points (green valid, red invalid), the gripper skeleton, the waypoint path."""
+    out: list[MarkerSpec] = []
+    pts = np.asarray(getattr(result, "points_base", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    valid = np.asarray(getattr(result, "valid", np.ones(len(pts), bool)), dtype=bool)
+    if len(valid) != len(pts):
+        valid = np.ones(len(pts), bool)
+    finite = np.isfinite(pts).all(axis=1)
+    if np.any(valid & finite):
+        out.append(MarkerSpec("lifted_points", SPHERE_LIST, pts[valid & finite], (0.015, 0.015, 0.015),
+                              (0.1, 0.9, 0.1, 1.0)))
+    if np.any(~valid & finite):
+        out.append(MarkerSpec("invalid_points", SPHERE_LIST, pts[~valid & finite], (0.015, 0.015, 0.015),
+                              (0.9, 0.1, 0.1, 1.0)))
+    T = getattr(result, "grasp_pose_base", None)
+    if T is not None:
+        k = keypoints_3d(T)  # center, left base, right base, left tip, right tip
+        segments = np.array([k[1], k[2], k[1], k[3], k[2], k[4], k[0], np.asarray(T)[:3, 3]])
+        out.append(MarkerSpec("gripper", LINE_LIST, segments, (0.005, 0.0, 0.0), (0.2, 0.4, 1.0, 1.0)))
+    answer = getattr(result, "answer", None)
+    if answer is not None and getattr(answer.task, "value", "") == "trajectory" and np.sum(finite) >= 2:
+        out.append(MarkerSpec("waypoints", LINE_STRIP, pts[finite], (0.008, 0.0, 0.0), (1.0, 0.6, 0.0, 1.0)))
+    return out

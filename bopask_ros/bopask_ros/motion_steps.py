@@ -1,0 +1,76 @@
+"""What the robot does for each task, as a list of motion steps: ROS-free, so it is tested here
+and the MoveIt adapter only carries the steps out.
+
+Poses are 4x4 transforms of the end-effector link (the gripper frame: +z the approach) in the
+planning frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from bopask_ros.safety import SafetyEnvelope
+
+#: a top-down gripper orientation: approach (+z) pointing down the base z axis
+TOP_DOWN = Rotation.from_euler("x", 180, degrees=True).as_matrix()
+
+
+@dataclass(frozen=True)
+class MotionStep:
+    kind: str  # "move" (free-space plan), "linear" (straight line), "gripper", "add_box", "attach", "detach"
+    label: str
+    pose: NDArray[np.float64] | None = None
+    named_state: str | None = None
+    size: tuple[float, float, float] | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _shifted(T: NDArray[np.float64], dz: float) -> NDArray[np.float64]:
+    out = np.array(T, dtype=np.float64)
+    out[2, 3] += dz
+    return out
+
+
+def grasp_steps(T_grasp: NDArray[np.float64], safety: SafetyEnvelope, lift_distance: float = 0.1,
+                open_state: str = "open", close_state: str = "close") -> list[MotionStep]:
+    """Pre-grasp (free move), open, approach (linear), close, lift (linear, straight up)."""
+    T = np.asarray(T_grasp, dtype=np.float64)
+    return [
+        MotionStep("move", "pre-grasp", safety.pre_grasp(T)),
+        MotionStep("gripper", "open gripper", named_state=open_state),
+        MotionStep("linear", "approach", T),
+        MotionStep("gripper", "close gripper", named_state=close_state),
+        MotionStep("attach", "attach object"),
+        MotionStep("linear", "lift", _shifted(T, lift_distance)),
+    ]
+
+
+def trajectory_steps(points_base: NDArray[np.float64], orientation: NDArray[np.float64] = TOP_DOWN,
+                     tool_offset: float = 0.1034) -> list[MotionStep]:
+    """Carry a grasped object along lifted waypoints: a free move to the first, then straight
+    segments. The gripper frame stands ``tool_offset`` above each waypoint (the grasp point is
+    between the finger pads, that far along the approach)."""
+    P = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
+    steps = []
+    for i, p in enumerate(P):
+        T = np.eye(4)
+        T[:3, :3] = orientation
+        T[:3, 3] = p - tool_offset * orientation[:, 2]
+        steps.append(MotionStep("move" if i == 0 else "linear", f"waypoint {i}", T))
+    steps.append(MotionStep("detach", "release object"))
+    return steps
+
+
+def pose_steps(T_box: NDArray[np.float64], size: NDArray[np.float64], name: str = "bopask_object") -> list[MotionStep]:
+    """Add the recovered object box to the planning scene as a collision object."""
+    s = tuple(float(x) for x in np.asarray(size).reshape(3))
+    return [MotionStep("add_box", f"add {name}", np.asarray(T_box, dtype=np.float64), size=s, meta={"id": name})]
+
+
+def poses_to_check(steps: list[MotionStep]) -> list[MotionStep]:
+    """The steps whose pose must have an IK solution before anything moves."""
+    return [s for s in steps if s.kind in ("move", "linear") and s.pose is not None]

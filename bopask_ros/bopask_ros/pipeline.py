@@ -1,0 +1,448 @@
+"""The task pipeline of one goal, ROS-free: the ROS node, rosbag replay and the demo all call it.
+
+Stages: snapshot -> query (VLM client) -> validate (finite, inside the image) -> lift (DepthLifter;
+depth patch for rearrangement points; cuboid corners by table geometry, see :func:`_lift_cuboid`
+(hidden corners have no depth of their own); the support plane raised by ``waypoint_height`` for
+trajectory waypoints, the start on the table, the end on B's surface; ``fit_grasp`` for grasps) -> transform (TF at
+the image stamp into ``base_frame``) -> safety (optional :class:`SafetyEnvelope`) -> plan (optional
+:class:`Planner`). :meth:`TaskPipeline.run` never raises for bad model output, missing depth, missing
+TF or a failed check: it returns a :class:`ResultStatus` and a reason. A target that fails a check is
+never passed to the planner. ``timings`` holds seconds per stage (keys are :class:`Stage` values).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bopask_vlm.answers.types import GraspAnswer, Task
+from bopask_vlm.geometry import CameraModel, transform_points
+from bopask_vlm.gripper import keypoints_3d
+
+__all__ = [
+    "Frame",
+    "Goal",
+    "PipelineResult",
+    "PlanOutcome",
+    "Planner",
+    "ResultStatus",
+    "Stage",
+    "TaskPipeline",
+]
+
+
+class Stage(str, enum.Enum):
+    SNAPSHOT = "snapshot"
+    QUERY = "query"
+    VALIDATE = "validate"
+    LIFT = "lift"
+    TRANSFORM = "transform"
+    SAFETY = "safety"
+    PLAN = "plan"
+    EXECUTE = "execute"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ResultStatus(str, enum.Enum):
+    SUCCEEDED = "succeeded"
+    VLM_ERROR = "vlm_error"
+    INVALID_ANSWER = "invalid_answer"
+    LIFT_FAILED = "lift_failed"
+    TF_FAILED = "tf_failed"
+    SAFETY_REJECTED = "safety_rejected"
+    PLAN_FAILED = "plan_failed"
+    EXECUTION_FAILED = "execution_failed"
+    CANCELED = "canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Frame:
+    """One synchronised RGB-D frame: RGB HxWx3 uint8, depth HxW float32 metres (NaN = none) or None,
+    its camera, stamp (seconds) and optical frame id."""
+
+    rgb: NDArray[np.uint8]
+    depth_m: NDArray[np.float32] | None
+    camera: CameraModel
+    stamp: float
+    frame_id: str = "camera_color_optical_frame"
+
+
+@dataclass
+class Goal:
+    """What to do: the task, the object description(s), a spatial relation, an optional ready-made
+    question, plan only (no execution), and an optional QA record (the oracle answers from it)."""
+
+    task: Task | str
+    objects: Sequence[str]
+    relation: str | None = None
+    question: str | None = None
+    plan_only: bool = True
+    record: Any = None
+
+
+@dataclass
+class PlanOutcome:
+    ok: bool
+    reason: str = ""
+    executed: bool = False
+    plan: Any = None
+
+
+class Planner(Protocol):
+    def plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None) -> PlanOutcome: ...
+
+
+@dataclass
+class PipelineResult:
+    status: ResultStatus
+    reason: str = ""
+    answer: Any = None
+    points_cam: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
+    points_base: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
+    valid: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    rules: list[Any] = field(default_factory=list)
+    grasp_pose_base: NDArray[np.float64] | None = None
+    grasp_width: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    plan: PlanOutcome | None = None
+    raw_text: str = ""
+    grasp_pose_cam: NDArray[np.float64] | None = None
+    T_base_cam: NDArray[np.float64] | None = None
+    model_latency_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ResultStatus.SUCCEEDED
+
+
+class _Stop(Exception):
+    def __init__(self, status: ResultStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class TaskPipeline:
+    """Runs goals on frames. ``client``: a VLM client (``ask(VLMRequest) -> VLMResponse``);
+    ``tf_buffer``: a :class:`bopask_ros.tf_buffer.TransformBuffer`; ``safety``: a
+    :class:`bopask_ros.safety.SafetyEnvelope` or None; ``planner``: a :class:`Planner` or None.
+
+    ``waypoint_height``: height above the table (metres) at which trajectory waypoints are lifted;
+    ``table_height``: the table top's height in ``base_frame`` when the robot knows it (the support
+    plane then comes from TF instead of a RANSAC fit of each frame's depth; None: fit it);
+    ``lifter_kwargs``: passed to :class:`bopask_ros.lifting.DepthLifter`.
+    """
+
+    def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
+                 planner: Planner | None = None, *, waypoint_height: float = 0.12, table_height: float | None = None,
+                 lifter_kwargs: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.tf_buffer = tf_buffer
+        self.base_frame = base_frame
+        self.safety = safety
+        self.planner = planner
+        self.waypoint_height = float(waypoint_height)
+        self.table_height = None if table_height is None else float(table_height)
+        self.lifter_kwargs = dict(lifter_kwargs or {})
+        self._lifter_key: tuple[int, float] | None = None
+        self._lifter: Any = None
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def lifter_for(self, frame: Frame, T_base_cam: NDArray[np.float64] | None = None) -> Any:
+        """The frame's DepthLifter, cached for consecutive goals on the same frame (plane fit once).
+
+        With ``table_height`` and ``T_base_cam``, the support plane is the table (z = table_height in the
+        base frame) carried into the camera frame."""
+        from bopask_ros.lifting import DepthLifter
+        from bopask_vlm.geometry import Plane, invert_transform
+
+        key = (id(frame.depth_m), float(frame.stamp))
+        if self._lifter_key != key or self._lifter is None:
+            plane = None
+            if self.table_height is not None and T_base_cam is not None:
+                plane = Plane(np.array([0.0, 0.0, 1.0]), -self.table_height).transformed(invert_transform(T_base_cam))
+            self._lifter = DepthLifter(frame.camera, frame.depth_m, plane=plane, **self.lifter_kwargs)
+            self._lifter_key = key
+        return self._lifter
+
+    def _lookup(self, frame: Frame, result: PipelineResult) -> NDArray[np.float64]:
+        from bopask_ros.tf_buffer import TransformError
+
+        if result.T_base_cam is None:
+            try:
+                result.T_base_cam = self.tf_buffer.lookup_transform(self.base_frame, frame.frame_id, frame.stamp)
+            except TransformError as e:
+                raise _Stop(ResultStatus.TF_FAILED, f"{type(e).__name__}: {e}") from e
+        return result.T_base_cam
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self, frame: Frame, goal: Goal, feedback: Callable[[Stage], None] | None = None,
+            cancel: Callable[[], bool] | None = None) -> PipelineResult:
+        """Run one goal on one frame; see the module docstring.
+
+        Bad model output, missing depth or TF, failed checks and cancellation come back as a status
+        and a reason. Only programming errors raise: an unknown task (``ValueError``) or a malformed
+        frame (``TypeError``).
+        """
+        result = PipelineResult(status=ResultStatus.SUCCEEDED)
+        timings = result.timings
+
+        def stage(s: Stage) -> None:
+            if cancel is not None and cancel():
+                raise _Stop(ResultStatus.CANCELED, f"canceled before {s.value}")
+            if feedback is not None:
+                feedback(s)
+
+        try:
+            task = Task(goal.task)
+        except ValueError as e:
+            raise ValueError(f"unknown task {goal.task!r}; expected one of {[t.value for t in Task]}") from e
+        t_all = time.perf_counter()
+        try:
+            stage(Stage.SNAPSHOT)
+            t0 = time.perf_counter()
+            self._check_frame(frame)
+            timings[Stage.SNAPSHOT.value] = time.perf_counter() - t0
+
+            stage(Stage.QUERY)
+            t0 = time.perf_counter()
+            answer = self._query(frame, goal, task, result)
+            timings[Stage.QUERY.value] = time.perf_counter() - t0
+            result.answer = answer
+
+            stage(Stage.VALIDATE)
+            t0 = time.perf_counter()
+            self._validate(frame, task, answer)
+            timings[Stage.VALIDATE.value] = time.perf_counter() - t0
+
+            if not task.is_yes_no:
+                stage(Stage.LIFT)
+                t0 = time.perf_counter()
+                self._lift(frame, task, answer, result)
+                timings[Stage.LIFT.value] = time.perf_counter() - t0
+
+                stage(Stage.TRANSFORM)
+                t0 = time.perf_counter()
+                self._transform(frame, result)
+                timings[Stage.TRANSFORM.value] = time.perf_counter() - t0
+
+                if self.safety is not None:
+                    stage(Stage.SAFETY)
+                    t0 = time.perf_counter()
+                    self._safety(task, result)
+                    timings[Stage.SAFETY.value] = time.perf_counter() - t0
+
+                if self.planner is not None:
+                    stage(Stage.PLAN)
+                    if not goal.plan_only:
+                        stage(Stage.EXECUTE)
+                    t0 = time.perf_counter()
+                    try:
+                        outcome = self.planner.plan(result, goal, cancel)
+                    except Exception as e:  # a planner/executor failure is a result, not a crash of the node
+                        outcome = PlanOutcome(False, f"planner raised {type(e).__name__}: {e}")
+                    timings[Stage.PLAN.value] = time.perf_counter() - t0
+                    result.plan = outcome
+                    if not outcome.ok:
+                        st = ResultStatus.EXECUTION_FAILED if outcome.executed else ResultStatus.PLAN_FAILED
+                        raise _Stop(st, outcome.reason or st.value)
+            if feedback is not None:
+                feedback(Stage.DONE)
+            result.reason = result.reason or "ok"
+        except _Stop as s:
+            result.status = s.status
+            result.reason = s.reason
+        timings["total"] = time.perf_counter() - t_all
+        return result
+
+    # -- stages -------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_frame(frame: Frame) -> None:
+        rgb = np.asarray(frame.rgb)
+        cam = frame.camera
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise TypeError(f"frame.rgb must be HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
+        if rgb.shape[:2] != (cam.height, cam.width):
+            raise TypeError(f"frame.rgb is {rgb.shape[1]}x{rgb.shape[0]}, camera {cam.width}x{cam.height}")
+
+    def _query(self, frame: Frame, goal: Goal, task: Task, result: PipelineResult) -> Any:
+        from bopask_vlm.clients import VLMAnswerError, VLMError, VLMRequest
+
+        req = VLMRequest(task=task, image=frame.rgb, objects=list(goal.objects), relation=goal.relation,
+                         question=goal.question, record=goal.record)
+        try:
+            resp = self.client.ask(req)
+        except VLMAnswerError as e:
+            result.raw_text = str(getattr(e, "raw_text", "") or "")
+            raise _Stop(ResultStatus.INVALID_ANSWER, f"unparseable or invalid answer: {e}") from e
+        except VLMError as e:
+            raise _Stop(ResultStatus.VLM_ERROR, f"VLM request failed: {type(e).__name__}: {e}") from e
+        except Exception as e:  # a client bug must not take the node down either
+            raise _Stop(ResultStatus.VLM_ERROR, f"VLM client raised {type(e).__name__}: {e}") from e
+        result.raw_text = str(getattr(resp, "raw_text", ""))
+        result.model_latency_s = getattr(resp, "latency_s", None)
+        return resp.answer
+
+    @staticmethod
+    def _validate(frame: Frame, task: Task, answer: Any) -> None:
+        if answer is None:
+            raise _Stop(ResultStatus.INVALID_ANSWER, "no answer")
+        a_task = getattr(answer, "task", None)
+        if a_task is not None and Task(a_task) != task:
+            raise _Stop(ResultStatus.INVALID_ANSWER, f"answer is for task {Task(a_task).value}, asked {task.value}")
+        if task.is_yes_no:
+            return
+        pts = np.asarray(answer.points, dtype=np.float64)
+        if not np.all(np.isfinite(pts)):
+            raise _Stop(ResultStatus.INVALID_ANSWER, "answer has non-finite coordinates")
+        # grasp finger tips may stick out of the image (PnP uses them), and so may the cuboid corners of an
+        # object at the image border (lifted by ray geometry, within half an image of the border); every
+        # other point must be inside
+        cam = frame.camera
+        check = pts[:3] if task == Task.GRASP else pts
+        if task == Task.POSE:
+            mw, mh = cam.width / 2, cam.height / 2
+            inside = ((check[:, 0] >= -mw) & (check[:, 0] < cam.width + mw) & (check[:, 1] >= -mh)
+                      & (check[:, 1] < cam.height + mh))
+        else:
+            inside = cam.in_image(check) if len(check) else np.ones(0, bool)
+        if not np.all(inside):
+            bad = np.flatnonzero(~inside).tolist()
+            raise _Stop(ResultStatus.INVALID_ANSWER, f"points {bad} lie outside the {cam.width}x{cam.height} image")
+
+    def _lift(self, frame: Frame, task: Task, answer: Any, result: PipelineResult) -> None:
+        from bopask_ros.grasp_fit import fit_grasp
+        from bopask_ros.lifting import LiftError
+
+        if frame.depth_m is None:
+            raise _Stop(ResultStatus.LIFT_FAILED, "the frame has no depth image")
+        pts = np.asarray(answer.points, dtype=np.float64)
+        T_base_cam = self._lookup(frame, result) if self.table_height is not None else None
+        try:
+            lifter = self.lifter_for(frame, T_base_cam)
+            if task == Task.GRASP:
+                fit = fit_grasp(GraspAnswer(pts).points, lifter)
+                result.rules = list(fit.rules)
+                if not fit.valid:
+                    raise _Stop(ResultStatus.LIFT_FAILED, f"grasp fit failed: {fit.reason}")
+                result.grasp_pose_cam = fit.T_cam_gripper
+                result.grasp_width = float(fit.width)
+                result.points_cam = keypoints_3d(fit.T_cam_gripper)
+                result.valid = np.ones(5, dtype=bool)
+                return
+            if len(pts) == 0:  # rearrangement: nothing to move
+                result.valid = np.zeros(0, dtype=bool)
+                return
+            if task == Task.TRAJECTORY:
+                lp = self._lift_path(lifter, pts)
+            elif task == Task.POSE:
+                lp = _lift_cuboid(lifter, pts)
+            else:
+                lp = lifter.lift(pts, mode="surface")
+        except _Stop:
+            raise
+        except (LiftError, ValueError) as e:
+            raise _Stop(ResultStatus.LIFT_FAILED, f"{type(e).__name__}: {e}") from e
+        result.points_cam = lp.points
+        result.valid = np.asarray(lp.valid, dtype=bool)
+        result.rules = list(lp.rules)
+        if not lp.all_valid:
+            bad = np.flatnonzero(~result.valid)
+            why = "; ".join(f"{i}: {lp.reasons[i]}" for i in bad[:3])
+            raise _Stop(ResultStatus.LIFT_FAILED, f"points {bad.tolist()} have no 3D position ({why})")
+
+    def _lift_path(self, lifter: Any, pts: NDArray[np.float64]) -> Any:
+        """Lift a pick-and-place path of object A's base point (the datagen's convention): the first
+        waypoint on the table (A's base rests there), the last on the visible surface at B (the placement
+        on B) where depth is trustworthy, and the waypoints between on the support plane raised by
+        ``waypoint_height`` (the carrying height, unknown from one image)."""
+        from bopask_ros.lifting import LiftRule
+
+        n = len(pts)
+        heights = np.full(n, self.waypoint_height)
+        heights[0] = 0.0
+        lp = lifter.lift(pts, mode="free", height=heights)
+        if n > 1:
+            end = lifter.lift(pts[-1:], mode="surface")
+            plane = lifter.support_plane()
+            # on B only when the surface there stands above the table (else the pixel sees the table beside B)
+            if end.valid[0] and float(plane.signed_distance(end.points[0])[0]) > 0.01:
+                lp.points[-1] = end.points[0]
+                lp.valid[-1] = True
+                lp.rules[-1] = LiftRule.DEPTH
+                lp.reasons[-1] = "placement on the visible surface at B"
+        return lp
+
+    def _transform(self, frame: Frame, result: PipelineResult) -> None:
+        T = self._lookup(frame, result)
+        if len(result.points_cam):
+            result.points_base = transform_points(T, result.points_cam)
+        if result.grasp_pose_cam is not None:
+            result.grasp_pose_base = T @ result.grasp_pose_cam
+
+    def _safety(self, task: Task, result: PipelineResult) -> None:
+        """Check the motion targets: the gripper pose of a grasp; a path's waypoints after its start (the
+        start is where A rests, on the table); the centre of a cuboid (its bottom lies on the table);
+        rearrangement points."""
+        verdicts = []
+        P = np.asarray(result.points_base, dtype=np.float64)
+        if task == Task.GRASP and result.grasp_pose_base is not None:
+            verdicts.append(self.safety.check_grasp(result.grasp_pose_base))
+        elif task == Task.TRAJECTORY and len(P) > 1:
+            verdicts.append(self.safety.check_points(P[1:]))
+        elif task == Task.POSE and len(P):
+            verdicts.append(self.safety.check_points(P.mean(axis=0, keepdims=True)))
+        elif len(P):
+            verdicts.append(self.safety.check_points(P))
+        for v in verdicts:
+            if not v.ok:
+                raise _Stop(ResultStatus.SAFETY_REJECTED, f"{v.check}: {v.reason}")
+
+
+def _lift_cuboid(lifter: Any, corners: NDArray[np.float64]) -> Any:
+    """Lift 8 cuboid corners (bottom 0-3, top 4-7 above them) of an object standing on the table.
+
+    The bottom corners are where their rays meet the support plane (exact for an object on the table,
+    where depth would see the object's front face instead of its hidden corners); each top corner is the
+    point of its ray closest to the plane normal through its bottom corner. Falls back to depth with a
+    plane fallback (``mode="auto"``) when the plane is not usable (no plane, or a top corner below it).
+    """
+    from bopask_ros.lifting import LiftedPoints, LiftRule
+
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return lifter.lift(corners, mode="auto", height=0.0)
+    bottom = plane.intersect_rays(lifter.camera.rays(corners[:4]))  # corners may lie outside the image
+    if not np.all(np.isfinite(bottom)):
+        return lifter.lift(corners, mode="auto", height=0.0)
+    n = plane.normal
+    d = lifter.camera.rays(corners[4:])
+    top = np.empty((4, 3))
+    for i in range(4):
+        b, r = bottom[i], d[i]
+        # minimise |t r - (b + s n)|: [r.r, -r.n; r.n, -1] [t, s] = [r.b, n.b]
+        A = np.array([[r @ r, -(r @ n)], [r @ n, -1.0]])
+        rhs = np.array([r @ b, n @ b])
+        try:
+            t, h = np.linalg.solve(A, rhs)
+        except np.linalg.LinAlgError:
+            return lifter.lift(corners, mode="auto", height=0.0)
+        if t <= 0 or h <= 0:
+            return lifter.lift(corners, mode="auto", height=0.0)
+        top[i] = t * r
+    pts = np.vstack([bottom, top])
+    return LiftedPoints(pts, np.ones(8, dtype=bool), [LiftRule.PLANE] * 8,
+                        ["bottom corner on the support plane"] * 4 + ["top corner above its bottom corner"] * 4)

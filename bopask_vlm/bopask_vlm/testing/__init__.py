@@ -1,0 +1,1 @@
+"""Test support shipped with the package: tiny randomly initialised models built offline."""

@@ -1,0 +1,48 @@
+"""Motion steps per task and RViz marker content: the decisions the MoveIt adapter carries out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bopask_ros.markers import LINE_LIST, LINE_STRIP, result_markers
+from bopask_ros.motion_steps import TOP_DOWN, grasp_steps, pose_steps, poses_to_check, trajectory_steps
+from bopask_ros.pipeline import PipelineResult, ResultStatus
+from bopask_ros.safety import SafetyEnvelope
+from bopask_vlm.answers import TrajectoryAnswer
+from bopask_vlm.geometry import make_transform
+
+
+def test_grasp_steps_order_and_geometry():
+    T = make_transform(TOP_DOWN, [0.45, 0.0, 0.15])
+    steps = grasp_steps(T, SafetyEnvelope(pre_grasp_distance=0.1), lift_distance=0.05)
+    assert [s.kind for s in steps] == ["move", "gripper", "linear", "gripper", "attach", "linear"]
+    pre, grasp, lift = steps[0].pose, steps[2].pose, steps[5].pose
+    assert pre[2, 3] == pytest.approx(0.25)  # back along the downward approach = up
+    assert np.allclose(grasp, T) and lift[2, 3] == pytest.approx(0.20)
+    assert [s.named_state for s in steps if s.kind == "gripper"] == ["open", "close"]
+    assert len(poses_to_check(steps)) == 3
+
+
+def test_trajectory_steps_hold_the_tool_above_the_waypoints():
+    pts = np.array([[0.4, 0.0, 0.1], [0.4, 0.2, 0.15], [0.3, 0.3, 0.05]])
+    steps = trajectory_steps(pts)
+    assert [s.kind for s in steps] == ["move", "linear", "linear", "detach"]
+    for s, p in zip(steps, pts):
+        tip = s.pose[:3, 3] + 0.1034 * s.pose[:3, 2]
+        assert np.allclose(tip, p)
+
+
+def test_pose_steps_add_a_box():
+    (s,) = pose_steps(np.eye(4), np.array([0.1, 0.2, 0.3]), "mug")
+    assert s.kind == "add_box" and s.size == (0.1, 0.2, 0.3) and s.meta["id"] == "mug"
+
+
+def test_markers_separate_valid_and_invalid_points_and_draw_the_gripper():
+    res = PipelineResult(ResultStatus.SUCCEEDED, answer=TrajectoryAnswer(np.array([[0.0, 0], [1, 1], [2, 2]])),
+                         points_base=np.array([[0.4, 0, 0.1], [np.nan, 0, 0], [0.5, 0.1, 0.1]]),
+                         valid=np.array([True, False, True]), grasp_pose_base=make_transform(TOP_DOWN, [0.4, 0, 0.2]))
+    ms = {m.ns: m for m in result_markers(res)}
+    assert len(ms["lifted_points"].points) == 2 and "invalid_points" not in ms  # NaN is not drawn
+    assert ms["gripper"].type == LINE_LIST and len(ms["gripper"].points) % 2 == 0
+    assert ms["waypoints"].type == LINE_STRIP

@@ -1,0 +1,53 @@
+"""Node parameters: one typed definition, the YAML sets exactly those, the node declares exactly those."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bopask_ros.params import PARAMS, SPECS, NodeParams, ParamError, flatten
+
+CONFIG = Path(__file__).resolve().parents[1] / "bopask_ros" / "config"
+NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "node.py"
+
+
+def _node_yaml_params() -> dict:
+    doc = yaml.safe_load((CONFIG / "bopask_node.yaml").read_text())
+    return flatten(doc["bopask_node"]["ros__parameters"])
+
+
+def test_yaml_sets_exactly_the_declared_parameters():
+    assert set(_node_yaml_params()) == set(SPECS)
+
+
+def test_yaml_values_are_valid_and_defaults_match():
+    p = NodeParams.from_mapping(_node_yaml_params())
+    for spec in PARAMS:
+        assert p[spec.name] == spec.default, f"{spec.name}: yaml and default differ"
+    env = p.safety()
+    assert env.velocity_scaling == 0.1 and env.workspace_max == (0.9, 0.7, 0.9)
+    assert p.client_config()["base_url"] == "http://127.0.0.1:8000/v1"
+
+
+def test_node_declares_every_parameter_from_the_definition():
+    """node.py declares parameters only in a loop over PARAMS (and nowhere by a literal name)."""
+    tree = ast.parse(NODE.read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "declare_parameter"]
+    assert len(calls) == 1
+    loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and isinstance(n.iter, ast.Name) and n.iter.id == "PARAMS"]
+    assert any(calls[0] in list(ast.walk(loop)) for loop in loops)
+
+
+@pytest.mark.parametrize("overrides,msg", [
+    ({"vlm_timeout_s": "slow"}, "not a float"),
+    ({"busy_policy": "drop"}, "not one of"),
+    ({"safety": {"workspace_min": [0, 0]}}, "not a list of 3"),
+    ({"allow_execution": 1}, "not a bool"),
+    ({"vlm_endpont": "x"}, "unknown parameters"),
+])
+def test_bad_values(overrides, msg):
+    with pytest.raises(ParamError, match=msg):
+        NodeParams.from_mapping(overrides)
