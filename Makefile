@@ -62,4 +62,4 @@ clean:
 .PHONY: test-vllm
 test-vllm: sysdeps venv
 	bash scripts/vllm_venv.sh .venv-vllm
-	$(PY) -m pytest -m vllm tests/test_vllm_server.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m vllm tests/test_clients_vllm.py $(PYTEST_ARGS)

@@ -47,3 +47,13 @@ def test_bad_question_arguments(args, msg):
 
 def test_relations_cover_issue_list():
     assert {"left of", "right of", "in front of", "behind", "above"} <= set(RELATIONS)
+
+
+def test_adapt_instruction_rewrites_the_convention_only():
+    from bopask_vlm.prompts import adapt_instruction
+
+    q = make_question(Task.GRASP, ["the mug"], template=2)
+    a = adapt_instruction(q, Task.GRASP, CoordConvention.NORMALIZED_1000)
+    assert a.startswith("Show the grasp for picking up the mug.") and "[0, 1000]" in a
+    assert adapt_instruction(a, Task.GRASP, CoordConvention.PIXELS) == q
+    assert adapt_instruction("free text", Task.GRASP, CoordConvention.NORMALIZED_1) == "free text"

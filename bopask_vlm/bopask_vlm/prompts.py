@@ -120,3 +120,17 @@ def make_question(task: Task | str, objects: Sequence[str], relation: str | None
     question = options[idx].format(**fields)
     question = question[0].upper() + question[1:]
     return f"{question} {format_instruction(task, convention)}"
+
+
+def adapt_instruction(question: str, task: Task | str, convention: CoordConvention | str) -> str:
+    """``question`` with its answer-format instruction rewritten for ``convention``.
+
+    Dataset questions carry the instruction of the convention they were generated in (pixels); a
+    model trained in another convention must be asked in its own, the one training used.
+    """
+    target = format_instruction(task, convention)
+    for c in CoordConvention:
+        old = format_instruction(task, c)
+        if question.endswith(old):
+            return question[: len(question) - len(old)] + target
+    return question

