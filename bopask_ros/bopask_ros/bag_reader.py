@@ -15,8 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bopask_ros.bag_writer import (
     CAMERA_FRAME,
     COLOR_TOPIC,
@@ -27,9 +25,9 @@ from bopask_ros.bag_writer import (
     TF_STATIC_TOPIC,
     TF_TOPIC,
 )
+from bopask_ros.conversions import camera_from_info, depth_from_image, rgb_from_image
 from bopask_ros.pipeline import Frame
 from bopask_ros.tf_buffer import TransformBuffer, stamp_to_sec
-from bopask_vlm.geometry import CameraModel, depth_to_metres
 
 __all__ = ["BagData", "BagFrame", "BagReadError", "iter_bag_frames", "read_bag"]
 
@@ -65,28 +63,6 @@ class BagData:
 def _stamp_ns(msg: Any) -> int:
     s = msg.header.stamp
     return int(s.sec) * 1_000_000_000 + int(s.nanosec)
-
-
-def _decode_image(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> HxW(xC) array; rgb8/bgr8 give RGB, 16UC1/mono16 give uint16."""
-    enc = msg.encoding
-    h, w = int(msg.height), int(msg.width)
-    buf = np.asarray(msg.data, dtype=np.uint8)
-    if enc in ("rgb8", "bgr8"):
-        if buf.size < h * int(msg.step) or int(msg.step) < w * 3:
-            raise ValueError(f"{enc} image {w}x{h} has {buf.size} bytes, step {msg.step}")
-        img = buf[: h * int(msg.step)].reshape(h, int(msg.step))[:, : w * 3].reshape(h, w, 3)
-        return np.ascontiguousarray(img[:, :, ::-1]) if enc == "bgr8" else img
-    if enc in ("16UC1", "mono16"):
-        if buf.size < h * int(msg.step) or int(msg.step) < w * 2:
-            raise ValueError(f"{enc} image {w}x{h} has {buf.size} bytes, step {msg.step}")
-        dt = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        rows = buf[: h * int(msg.step)].reshape(h, int(msg.step))[:, : w * 2]
-        return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.uint16, copy=False)
-    # anything else (compressed, yuv, ...) through the field's converter
-    from rosbags.image import message_to_cvimage
-
-    return message_to_cvimage(msg, "rgb8") if msg.encoding not in ("32FC1",) else message_to_cvimage(msg)
 
 
 def _open_reader(path: Path) -> Any:
@@ -219,11 +195,10 @@ _TOPICS = (COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC, TF_STATIC_TOPIC, TF_TOPIC)
 
 
 def _make_frame(index: int, st: int, slot: dict[str, Any]) -> BagFrame:
-    rgb = _decode_image(slot[COLOR_TOPIC])
-    dmsg = slot[DEPTH_TOPIC]
-    depth_raw = _decode_image(dmsg)
-    depth_m = depth_to_metres(depth_raw, "16UC1" if dmsg.encoding in ("16UC1", "mono16") else "32FC1")
-    cam = CameraModel.from_camera_info(slot[INFO_TOPIC])
+    # the same message conversions the node uses
+    rgb = rgb_from_image(slot[COLOR_TOPIC])
+    depth_m = depth_from_image(slot[DEPTH_TOPIC])
+    cam = camera_from_info(slot[INFO_TOPIC])
     frame_id = slot[COLOR_TOPIC].header.frame_id or CAMERA_FRAME
     # the stamp in seconds exactly as the TF buffer computes it from a header (float64 at ~1.7e9 s resolves
     # only ~0.2 us, so ns * 1e-9 and sec + nanosec * 1e-9 may differ by one ulp)

@@ -14,8 +14,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bopask_ros.tf_buffer import stamp_to_sec
 from bopask_vlm.answers import GRASP_FIELD_NAMES, Answer, GraspAnswer, PoseAnswer, Task, YesNoAnswer
 from bopask_vlm.geometry import CameraModel, depth_to_metres, quat_from_matrix
+
+__all__ = ["ConversionError", "MessageFactory", "build_result", "camera_from_info", "depth_from_image",
+           "image_to_array", "rgb_from_image", "sec_to_stamp", "stamp_to_sec"]
 
 STATUS_CODES: dict[str, int] = {
     "succeeded": 0, "vlm_error": 1, "invalid_answer": 2, "lift_failed": 3, "tf_failed": 4,
@@ -28,10 +32,6 @@ class ConversionError(ValueError):
 
 
 # -- time ---------------------------------------------------------------------------------------
-def stamp_to_sec(stamp: Any) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
 def sec_to_stamp(t: float) -> tuple[int, int]:
     """(sec, nanosec) of a time in seconds."""
     ns = int(round(t * 1e9))

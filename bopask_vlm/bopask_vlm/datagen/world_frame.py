@@ -13,6 +13,7 @@ from bopask_vlm.geometry import (
     Plane,
     PlaneFitError,
     backproject_depth,
+    fit_plane_ransac,
     invert_transform,
     world_from_plane,
 )
@@ -28,45 +29,9 @@ def fit_world_frame(depth_m: NDArray[np.float32], camera: CameraModel, *, stride
     pts = backproject_depth(depth_m, camera, stride=stride)
     if pts.shape[0] < 100:
         raise PlaneFitError(f"too few valid depth points ({pts.shape[0]}) to fit the support plane")
-    plane = ransac_plane(pts, distance_threshold, min_inlier_fraction, seed)
+    plane, _ = fit_plane_ransac(pts, distance_threshold, iterations=200,
+                                min_inlier_fraction=min_inlier_fraction, seed=seed)
     return world_from_plane(plane), plane
-
-
-def ransac_plane(points: NDArray[np.float64], distance_threshold: float = 0.008, min_inlier_fraction: float = 0.25,
-                 seed: int = 0, iterations: int = 200) -> Plane:
-    """Seeded RANSAC + least-squares refinement, bit-for-bit reproducible.
-
-    ``geometry.fit_plane_ransac`` (open3d ``segment_plane``) runs its iterations on several threads and
-    its result varied between runs in one process, which breaks resumable, deterministic generation;
-    this numpy version scores all hypotheses at once (~10 ms for 20k points).
-    """
-    P = np.asarray(points, float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(P), size=(iterations, 3))
-    a, b, c = P[idx[:, 0]], P[idx[:, 1]], P[idx[:, 2]]
-    n = np.cross(b - a, c - a)
-    norm = np.linalg.norm(n, axis=1)
-    ok = norm > 1e-9
-    n, a = n[ok] / norm[ok, None], a[ok]
-    if len(n) == 0:
-        raise PlaneFitError("degenerate depth points: no plane hypothesis")
-    sub = P[:: max(1, len(P) // 4000)]
-    counts = (np.abs(sub @ n.T - np.sum(n * a, axis=1)) < distance_threshold).sum(axis=0)
-    best = int(np.argmax(counts))
-    normal, off = n[best], -float(n[best] @ a[best])
-    for _ in range(3):  # refine: least squares on the inliers of all points
-        inl = np.abs(P @ normal + off) < distance_threshold
-        if inl.sum() < 3:
-            break
-        Q = P[inl]
-        ctr = Q.mean(axis=0)
-        nn = np.linalg.svd(Q - ctr, full_matrices=False)[2][-1]
-        normal, off = (nn if nn @ normal >= 0 else -nn), -float((nn if nn @ normal >= 0 else -nn) @ ctr)
-    inl = np.abs(P @ normal + off) < distance_threshold
-    if inl.sum() < min_inlier_fraction * len(P):
-        raise PlaneFitError(f"no dominant plane: best plane holds {int(inl.sum())} of {len(P)} depth points "
-                            f"within {distance_threshold} m (need {min_inlier_fraction:.0%})")
-    return Plane(normal, off).facing((0.0, 0.0, 0.0))
 
 
 @dataclass
