@@ -118,7 +118,7 @@ class _Scanner:
 
 def _fmt(v: float, decimals: int) -> str:
     if decimals <= 0:
-        return str(int(np.round(v)))
+        return str(int(round(v)))  # half to even, as np.round
     s = f"{v:.{decimals}f}".rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
 
@@ -129,9 +129,9 @@ def answer_to_text(answer: Answer, decimals: int = 0) -> str:
         return "Yes" if answer.value else "No"
     if isinstance(answer, GraspAnswer):
         return ", ".join(f"{name}: [{_fmt(x, decimals)}, {_fmt(y, decimals)}]"
-                         for name, (x, y) in zip(GRASP_FIELD_NAMES, answer.points))
+                         for name, (x, y) in zip(GRASP_FIELD_NAMES, answer.points.tolist()))
     if isinstance(answer, PointsAnswer):
-        return "[" + ", ".join(f"({_fmt(x, decimals)}, {_fmt(y, decimals)})" for x, y in answer.points) + "]"
+        return "[" + ", ".join(f"({_fmt(x, decimals)}, {_fmt(y, decimals)})" for x, y in answer.points.tolist()) + "]"
     raise TypeError(f"not an answer: {type(answer).__name__}")
 
 
