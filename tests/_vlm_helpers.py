@@ -20,6 +20,7 @@ class FakeChatServer:
     def __init__(self) -> None:
         self.mode = "ok"
         self.content = ""
+        self.finish_reason = "stop"
         self.bodies: list[dict] = []
         outer = self
 
@@ -38,7 +39,8 @@ class FakeChatServer:
                     self.wfile.write(b"internal error")
                     return
                 payload = b"<html>not json</html>" if outer.mode == "html" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": outer.content}}]}).encode()
+                    {"choices": [{"message": {"role": "assistant", "content": outer.content},
+                                  "finish_reason": outer.finish_reason}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -89,6 +89,19 @@ def test_openai_client_prompt_injection_is_not_an_answer(server):
             VLMRequest(Task.TRAJECTORY, IMG, ["a", "b"]))
 
 
+def test_openai_client_reports_a_generation_cut_off_at_max_tokens(server):
+    """A runaway generation truncated by max_tokens is an answer error saying so, not a JSON error."""
+    server.mode, server.content = "ok", '{"waypoints":[[0,0],[444,0],[444,0],[44'
+    server.finish_reason = "length"
+    try:
+        with pytest.raises(VLMAnswerError, match="cut off at max_tokens=32") as e:
+            OpenAICompatibleClient(base_url=server.url, retries=0, max_tokens=32).ask(
+                VLMRequest(Task.TRAJECTORY, IMG, ["a", "b"]))
+        assert e.value.raw_text.startswith('{"waypoints"')
+    finally:
+        server.finish_reason = "stop"
+
+
 @pytest.mark.parametrize("mode,match", [("500", "HTTP 500"), ("slow", "timed out")])
 def test_openai_client_retries_then_raises_server_error(server, mode, match):
     server.mode = mode

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bopask_vlm.answers import CoordConvention, json_schema, model_extent
-from bopask_vlm.clients.base import VLMClient, VLMRequest, VLMServerError
+from bopask_vlm.clients.base import VLMAnswerError, VLMClient, VLMRequest, VLMServerError
 
 
 def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
@@ -39,7 +39,7 @@ class OpenAICompatibleClient(VLMClient):
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default",
                  convention: CoordConvention | str = CoordConvention.PIXELS, structured: str = "json_schema",
-                 timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5, max_tokens: int = 256,
+                 timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5, max_tokens: int = 768,
                  api_key_env: str = "BOPASK_VLM_API_KEY", jpeg_quality: int = 90) -> None:
         if structured not in ("json_schema", "none"):
             raise ValueError(f"structured must be 'json_schema' or 'none', got {structured!r}")
@@ -107,5 +107,8 @@ class OpenAICompatibleClient(VLMClient):
                                      f"{type(e).__name__}: {r.text[:200]!r}") from e
             if not isinstance(content, str):
                 raise VLMServerError(f"{url} answered no text content: {content!r}")
+            if data["choices"][0].get("finish_reason") == "length":
+                raise VLMAnswerError(f"answer cut off at max_tokens={self.max_tokens} (a runaway generation)",
+                                     content)
             return content, self.structured == "json_schema"
         raise VLMServerError(f"VLM server failed after {self.retries + 1} attempts: {last}")
