@@ -156,11 +156,19 @@ class BopaskNode(Node):
 
     def _subscribe(self) -> None:
         import message_filters
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
-        subs = [message_filters.Subscriber(self, Image, self.params["color_topic"], callback_group=self.cb),
-                message_filters.Subscriber(self, Image, self.params["depth_topic"], callback_group=self.cb),
-                message_filters.Subscriber(self, CameraInfo, self.params["camera_info_topic"], callback_group=self.cb)]
+        def sub(msg_type: Any, topic: str) -> Any:
+            # best effort matches both reliable and best-effort camera publishers; older message_filters
+            # releases take no callback_group keyword
+            try:
+                return message_filters.Subscriber(self, msg_type, topic, qos_profile_sensor_data, callback_group=self.cb)
+            except TypeError:
+                return message_filters.Subscriber(self, msg_type, topic, qos_profile_sensor_data)
+
+        subs = [sub(Image, self.params["color_topic"]), sub(Image, self.params["depth_topic"]),
+                sub(CameraInfo, self.params["camera_info_topic"])]
         self.sync = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=self.params["sync_slop_s"])
         self.sync.registerCallback(self._on_frame)
 
