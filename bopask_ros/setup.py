@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "bopask_node = bopask_ros.node:main",
+            "bopask_node = bopask_ros.ros.node:main",
             "bopask_demo = bopask_ros.demo:main",
         ],
     },

@@ -31,7 +31,7 @@ def test_grasp_goal_with_vlm_down_aborts_with_reason_and_node_keeps_serving():
 
     from bopask_msgs.action import Grasp
     from bopask_ros.conversions import array_to_image_fields
-    from bopask_ros.node import BopaskNode
+    from bopask_ros.ros.node import BopaskNode
 
     rclpy.init(args=["--ros-args", "-p", "vlm_endpoint:=http://127.0.0.1:9/v1", "-p", "vlm_retries:=0",
                      "-p", "vlm_timeout_s:=1.0", "-p", "max_frame_age_s:=100.0"])

@@ -1,1 +1,2 @@
-"""bopask_ros: the robot side. Everything here but node.py and moveit_adapter.py is ROS-free."""
+"""bopask_ros: the robot side. Everything here is ROS-free except the subpackage :mod:`bopask_ros.ros`,
+the only one that imports rclpy, tf2_ros, moveit_py or ROS message packages."""

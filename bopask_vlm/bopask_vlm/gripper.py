@@ -38,6 +38,17 @@ GRASP_DEPTH = 0.1034
 #: Flip about the approach axis: the same physical grasp with left and right fingers swapped.
 FLIP_Z = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+#: The one transform between the two gripper frames: ``T_SKELETON_HAND`` is the pose of the robot's
+#: ``panda_hand`` link (MoveIt, pybullet, franka_description: fingers close along its y,
+#: ``panda_finger_joint1`` axis ``0 1 0``) in the M2T2 skeleton frame (fingers close along x). Origins
+#: and +z (approach) agree, so it is a turn of -90 degrees about z: the hand's y is the skeleton's x.
+#: ``T_base_hand = T_base_skeleton @ T_SKELETON_HAND``; use :func:`skeleton_to_hand` /
+#: :func:`hand_to_skeleton`, never a local copy.
+T_SKELETON_HAND = np.array([[0.0, 1.0, 0.0, 0.0],
+                            [-1.0, 0.0, 0.0, 0.0],
+                            [0.0, 0.0, 1.0, 0.0],
+                            [0.0, 0.0, 0.0, 1.0]])
+
 
 def skeleton_points() -> NDArray[np.float64]:
     """(5, 3) keypoints in the gripper frame, in :data:`KEYPOINT_NAMES` order."""
@@ -46,6 +57,16 @@ def skeleton_points() -> NDArray[np.float64]:
     lt = np.array([FINGER_BASE_X, -FINGER_BASE_Y, FINGER_TIP_Z])
     rt = np.array([-FINGER_BASE_X, FINGER_BASE_Y, FINGER_TIP_Z])
     return np.stack([(lb + rb) / 2.0, lb, rb, lt, rt])
+
+
+def skeleton_to_hand(T_frame_skeleton: ArrayLike) -> NDArray[np.float64]:
+    """The ``panda_hand`` pose of a grasp given as an M2T2 skeleton pose (both in the same frame)."""
+    return np.asarray(T_frame_skeleton, dtype=np.float64) @ T_SKELETON_HAND
+
+
+def hand_to_skeleton(T_frame_hand: ArrayLike) -> NDArray[np.float64]:
+    """The M2T2 skeleton pose of a ``panda_hand`` pose (inverse of :func:`skeleton_to_hand`)."""
+    return np.asarray(T_frame_hand, dtype=np.float64) @ T_SKELETON_HAND.T
 
 
 def keypoints_3d(T_frame_gripper: ArrayLike) -> NDArray[np.float64]:

@@ -140,7 +140,7 @@ class BopaskNode(Node):
             # moveit_py needs the MoveIt config passed as parameters (tabletop.launch.py does)
             self.get_logger().warn("no MoveIt config given: goals are answered and lifted, not planned")
             return None
-        from bopask_ros.moveit_adapter import MoveItPlanner
+        from bopask_ros.ros.moveit_adapter import MoveItPlanner
 
         own = {s.name for s in PARAMS} | {"use_sim_time"}
         config: dict[str, Any] = {}
