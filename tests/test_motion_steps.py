@@ -19,7 +19,10 @@ def test_grasp_steps_order_and_geometry():
     assert [s.kind for s in steps] == ["move", "gripper", "linear", "gripper", "attach", "linear"]
     pre, grasp, lift = steps[0].pose, steps[2].pose, steps[5].pose
     assert pre[2, 3] == pytest.approx(0.25)  # back along the downward approach = up
-    assert np.allclose(grasp, T) and lift[2, 3] == pytest.approx(0.20)
+    assert np.allclose(grasp[:3, 3], T[:3, 3]) and lift[2, 3] == pytest.approx(0.20)
+    # the hand closes along its y: that axis is the skeleton's closing axis (x), the approach is shared
+    np.testing.assert_allclose(grasp[:3, 1], T[:3, 0], atol=1e-12)
+    np.testing.assert_allclose(grasp[:3, 2], T[:3, 2], atol=1e-12)
     assert [s.named_state for s in steps if s.kind == "gripper"] == ["open", "close"]
     assert len(poses_to_check(steps)) == 3
 

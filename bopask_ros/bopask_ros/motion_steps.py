@@ -1,8 +1,9 @@
 """What the robot does for each task, as a list of motion steps: ROS-free, so it is tested here
 and the MoveIt adapter only carries the steps out.
 
-Poses are 4x4 transforms of the end-effector link (the gripper frame: +z the approach) in the
-planning frame.
+Poses are 4x4 transforms of the robot's end-effector link ``panda_hand`` (+z the approach, the fingers
+close along its y) in the planning frame. Grasps arrive as M2T2 skeleton poses (fingers close along x)
+and are converted once, here, with :func:`bopask_vlm.gripper.skeleton_to_hand`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
 from bopask_ros.safety import SafetyEnvelope
+from bopask_vlm.gripper import skeleton_to_hand
 
 #: a top-down gripper orientation: approach (+z) pointing down the base z axis
 TOP_DOWN = Rotation.from_euler("x", 180, degrees=True).as_matrix()
@@ -37,8 +39,11 @@ def _shifted(T: NDArray[np.float64], dz: float) -> NDArray[np.float64]:
 
 def grasp_steps(T_grasp: NDArray[np.float64], safety: SafetyEnvelope, lift_distance: float = 0.1,
                 open_state: str = "open", close_state: str = "close") -> list[MotionStep]:
-    """Pre-grasp (free move), open, approach (linear), close, lift (linear, straight up)."""
-    T = np.asarray(T_grasp, dtype=np.float64)
+    """Pre-grasp (free move), open, approach (linear), close, lift (linear, straight up).
+
+    ``T_grasp``: the grasp as an M2T2 skeleton pose in the planning frame (the pipeline's
+    ``grasp_pose_base``); the steps hold ``panda_hand`` poses."""
+    T = skeleton_to_hand(T_grasp)
     return [
         MotionStep("move", "pre-grasp", safety.pre_grasp(T)),
         MotionStep("gripper", "open gripper", named_state=open_state),
