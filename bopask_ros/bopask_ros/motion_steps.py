@@ -8,6 +8,7 @@ and are converted once, here, with :func:`bopask_vlm.gripper.skeleton_to_hand`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,8 @@ TOP_DOWN = Rotation.from_euler("x", 180, degrees=True).as_matrix()
 
 @dataclass(frozen=True)
 class MotionStep:
-    kind: str  # "move" (free-space plan), "linear" (straight line), "gripper", "add_box", "attach", "detach"
+    kind: str  # "move" (free-space plan), "linear" (straight line), "gripper", "add_box", "remove_box",
+    # "attach", "detach"
     label: str
     pose: NDArray[np.float64] | None = None
     named_state: str | None = None
@@ -70,10 +72,26 @@ def trajectory_steps(points_base: NDArray[np.float64], orientation: NDArray[np.f
     return steps
 
 
-def pose_steps(T_box: NDArray[np.float64], size: NDArray[np.float64], name: str = "bopask_object") -> list[MotionStep]:
-    """Add the recovered object box to the planning scene as a collision object."""
+#: id prefix of the object boxes pose goals put into the planning scene
+BOX_PREFIX = "bopask_box_"
+
+
+def object_box_id(description: str) -> str:
+    """The planning-scene id of an object's box: the same description always names the same box, so a
+    new pose of an object replaces its old box instead of leaving a stale one."""
+    slug = re.sub(r"[^a-z0-9]+", "_", description.strip().lower()).strip("_")
+    return BOX_PREFIX + (slug or "object")
+
+
+def pose_steps(T_box: NDArray[np.float64], size: NDArray[np.float64], description: str = "object",
+               add_to_planning_scene: bool = True) -> list[MotionStep]:
+    """Put the recovered object box into the planning scene as a collision object (replacing that
+    object's previous box), only when the goal asks for it; else nothing."""
+    if not add_to_planning_scene:
+        return []
     s = tuple(float(x) for x in np.asarray(size).reshape(3))
-    return [MotionStep("add_box", f"add {name}", np.asarray(T_box, dtype=np.float64), size=s, meta={"id": name})]
+    oid = object_box_id(description)
+    return [MotionStep("add_box", f"add {oid}", np.asarray(T_box, dtype=np.float64), size=s, meta={"id": oid})]
 
 
 def poses_to_check(steps: list[MotionStep]) -> list[MotionStep]:

@@ -82,7 +82,9 @@ class Frame:
 @dataclass
 class Goal:
     """What to do: the task, the object description(s), a spatial relation, an optional ready-made
-    question, plan only (no execution), and an optional QA record (the oracle answers from it)."""
+    question, plan only (no execution), an optional QA record (the oracle answers from it), and for a pose
+    goal whether to put the recovered box into the planning scene (the Pose action's
+    ``add_to_planning_scene``; off unless asked)."""
 
     task: Task | str
     objects: Sequence[str]
@@ -90,14 +92,19 @@ class Goal:
     question: str | None = None
     plan_only: bool = True
     record: Any = None
+    add_to_planning_scene: bool = False
 
 
 @dataclass
 class PlanOutcome:
+    """What a planner did: ``ok``; why not; whether the robot moved (``executed``: then a failure is an
+    execution failure); ``canceled`` when it stopped for a cancel (the goal then ends CANCELED)."""
+
     ok: bool
     reason: str = ""
     executed: bool = False
     plan: Any = None
+    canceled: bool = False
 
 
 class Planner(Protocol):
@@ -121,6 +128,9 @@ class PipelineResult:
     grasp_pose_cam: NDArray[np.float64] | None = None
     T_base_cam: NDArray[np.float64] | None = None
     model_latency_s: float | None = None
+    #: the support plane under the targets in the base frame, ``(normal, offset)`` with
+    #: ``normal . x + offset = 0`` (set when a planner will use it; None when unknown)
+    support_plane_base: tuple[NDArray[np.float64], float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -140,6 +150,9 @@ class TaskPipeline:
     :class:`bopask_ros.safety.SafetyEnvelope` or None; ``planner``: a :class:`Planner` or None.
 
     ``waypoint_height``: height above the table (metres) at which trajectory waypoints are lifted;
+    ``start_height``: height of a path's first waypoint (where A rests) above the table; None: just high
+    enough that the finger tips, which reach ``FINGER_TIP_Z - GRASP_DEPTH`` below the grasp point, clear the
+    table by the safety envelope's ``min_height_above_table`` (+1 mm);
     ``table_height``: the table top's height in ``base_frame`` when the robot knows it (the support
     plane then comes from TF instead of a RANSAC fit of each frame's depth; None: fit it);
     ``lifter_kwargs``: passed to :class:`bopask_ros.lifting.DepthLifter`.
@@ -147,13 +160,19 @@ class TaskPipeline:
 
     def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
                  planner: Planner | None = None, *, waypoint_height: float = 0.12, table_height: float | None = None,
-                 lifter_kwargs: dict[str, Any] | None = None) -> None:
+                 lifter_kwargs: dict[str, Any] | None = None, start_height: float | None = None) -> None:
         self.client = client
         self.tf_buffer = tf_buffer
         self.base_frame = base_frame
         self.safety = safety
         self.planner = planner
         self.waypoint_height = float(waypoint_height)
+        if start_height is None:
+            from bopask_vlm.gripper import FINGER_TIP_Z, GRASP_DEPTH
+
+            clearance = float(getattr(safety, "min_height_above_table", 0.005))
+            start_height = (FINGER_TIP_Z - GRASP_DEPTH) + clearance + 0.001
+        self.start_height = float(start_height)
         self.table_height = None if table_height is None else float(table_height)
         self.lifter_kwargs = dict(lifter_kwargs or {})
         self._lifter_key: tuple[int, float] | None = None
@@ -256,7 +275,12 @@ class TaskPipeline:
                     timings[Stage.PLAN.value] = time.perf_counter() - t0
                     result.plan = outcome
                     if not outcome.ok:
-                        st = ResultStatus.EXECUTION_FAILED if outcome.executed else ResultStatus.PLAN_FAILED
+                        if getattr(outcome, "canceled", False):
+                            st = ResultStatus.CANCELED
+                        elif outcome.executed:
+                            st = ResultStatus.EXECUTION_FAILED
+                        else:
+                            st = ResultStatus.PLAN_FAILED
                         raise _Stop(st, outcome.reason or st.value)
             if feedback is not None:
                 feedback(Stage.DONE)
@@ -365,14 +389,14 @@ class TaskPipeline:
 
     def _lift_path(self, lifter: Any, pts: NDArray[np.float64]) -> Any:
         """Lift a pick-and-place path of object A's base point (the datagen's convention): the first
-        waypoint on the table (A's base rests there), the last on the visible surface at B (the placement
+        waypoint where A's base rests, ``start_height`` above the table, the last on the visible surface at B (the placement
         on B) where depth is trustworthy, and the waypoints between on the support plane raised by
         ``waypoint_height`` (the carrying height, unknown from one image)."""
         from bopask_ros.lifting import LiftRule
 
         n = len(pts)
         heights = np.full(n, self.waypoint_height)
-        heights[0] = 0.0
+        heights[0] = self.start_height  # not 0: the finger tips reach below the grasp point
         lp = lifter.lift(pts, mode="free", height=heights)
         if n > 1:
             end = lifter.lift(pts[-1:], mode="surface")
@@ -391,17 +415,31 @@ class TaskPipeline:
             result.points_base = transform_points(T, result.points_cam)
         if result.grasp_pose_cam is not None:
             result.grasp_pose_base = T @ result.grasp_pose_cam
+        if self.planner is not None and self._lifter is not None:  # the planner puts it into its scene
+            from bopask_ros.lifting import LiftError
+
+            try:
+                plane = self._lifter.support_plane().transformed(T)
+                result.support_plane_base = (np.asarray(plane.normal, dtype=np.float64), float(plane.offset))
+            except (LiftError, ValueError):
+                result.support_plane_base = None
 
     def _safety(self, task: Task, result: PipelineResult) -> None:
-        """Check the motion targets: the gripper pose of a grasp; a path's waypoints after its start (the
-        start is where A rests, on the table); the centre of a cuboid (its bottom lies on the table);
-        rearrangement points."""
+        """Check the motion targets: the gripper pose of a grasp; every waypoint of a path, and the gripper
+        (finger tips included) at each of them in the pose the robot will be sent
+        (:func:`bopask_ros.motion_steps.trajectory_steps`); the centre of a cuboid (its bottom lies on the
+        table); rearrangement points."""
         verdicts = []
         P = np.asarray(result.points_base, dtype=np.float64)
         if task == Task.GRASP and result.grasp_pose_base is not None:
             verdicts.append(self.safety.check_grasp(result.grasp_pose_base))
-        elif task == Task.TRAJECTORY and len(P) > 1:
-            verdicts.append(self.safety.check_points(P[1:]))
+        elif task == Task.TRAJECTORY and len(P):
+            from bopask_ros.motion_steps import trajectory_steps
+
+            verdicts.append(self.safety.check_points(P, "waypoint"))
+            if verdicts[-1].ok:
+                poses = [s.pose for s in trajectory_steps(P) if s.pose is not None]
+                verdicts.append(self.safety.check_hand_poses(poses, "gripper at waypoint"))
         elif task == Task.POSE and len(P):
             verdicts.append(self.safety.check_points(P.mean(axis=0, keepdims=True)))
         elif len(P):

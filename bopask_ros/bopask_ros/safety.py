@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bopask_vlm.gripper import GRASP_DEPTH, keypoints_3d
+from bopask_vlm.gripper import GRASP_DEPTH, hand_to_skeleton, keypoints_3d
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,15 @@ class SafetyEnvelope:
             if not v.ok:
                 return v
         return self.check_points(grasp_point[None], "grasp point")
+
+    def check_hand_poses(self, poses_base_hand: ArrayLike, what: str = "gripper") -> SafetyVerdict:
+        """Robot end-effector (``panda_hand``) poses, e.g. the waypoints of a carried path: each one's
+        finger skeleton (finger tips included) and origin inside the envelope and above the table."""
+        Ts = np.asarray(poses_base_hand, dtype=np.float64).reshape(-1, 4, 4)
+        for i, T in enumerate(Ts):
+            if not np.all(np.isfinite(T)):
+                return SafetyVerdict(False, "finite", f"{what} pose {i} is not finite")
+            v = self.check_points(np.vstack([keypoints_3d(hand_to_skeleton(T)), T[:3, 3]]), f"{what} {i}")
+            if not v.ok:
+                return v
+        return PASSED
