@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bopask_ros.markers import LINE_LIST, LINE_STRIP, result_markers
-from bopask_ros.motion_steps import TOP_DOWN, grasp_steps, pose_steps, poses_to_check, trajectory_steps
+from bopask_ros.motion_steps import TOP_DOWN, grasp_steps, object_box_id, pose_steps, poses_to_check, trajectory_steps
 from bopask_ros.pipeline import PipelineResult, ResultStatus
 from bopask_ros.safety import SafetyEnvelope
 from bopask_vlm.answers import TrajectoryAnswer
@@ -36,9 +36,25 @@ def test_trajectory_steps_hold_the_tool_above_the_waypoints():
         assert np.allclose(tip, p)
 
 
-def test_pose_steps_add_a_box():
+def test_pose_steps_add_a_box_per_object_only_when_asked():
     (s,) = pose_steps(np.eye(4), np.array([0.1, 0.2, 0.3]), "mug")
-    assert s.kind == "add_box" and s.size == (0.1, 0.2, 0.3) and s.meta["id"] == "mug"
+    assert s.kind == "add_box" and s.size == (0.1, 0.2, 0.3) and s.meta["id"] == object_box_id("mug")
+    # one id per object: the same description (any spelling of case/spaces) names the same box
+    assert object_box_id("The  red Mug") == object_box_id("the red mug") != object_box_id("the blue mug")
+    assert object_box_id("!!!").startswith("bopask_box_")
+    assert pose_steps(np.eye(4), np.array([0.1, 0.2, 0.3]), "mug", add_to_planning_scene=False) == []
+
+
+def test_markers_draw_the_skeleton_of_the_grasp_pose():
+    # the pipeline's grasp_pose_base is the M2T2 skeleton pose: the marker's finger tips are that skeleton's
+    from bopask_vlm.gripper import keypoints_3d
+
+    T = make_transform(TOP_DOWN, [0.4, 0.0, 0.2])
+    (g,) = [m for m in result_markers(PipelineResult(ResultStatus.SUCCEEDED, grasp_pose_base=T)) if m.ns == "gripper"]
+    k = keypoints_3d(T)
+    assert any(np.allclose(p, k[3]) for p in g.points) and any(np.allclose(p, k[4]) for p in g.points)
+    # the fingers open along the skeleton's x, i.e. the hand's y (skeleton_to_hand)
+    np.testing.assert_allclose((k[4] - k[3]) / np.linalg.norm(k[4] - k[3]), -T[:3, 0], atol=2e-3)
 
 
 def test_markers_separate_valid_and_invalid_points_and_draw_the_gripper():

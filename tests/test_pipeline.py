@@ -90,7 +90,7 @@ def test_base_frame_points_are_on_or_above_the_table(bagdata):
     assert res.ok, res.reason
     # the start lies on the table under A, inner waypoints on the table plane raised by waypoint_height,
     # the end on B's visible surface (above the table)
-    assert res.points_base[0, 2] == pytest.approx(0.0, abs=0.01)
+    assert res.points_base[0, 2] == pytest.approx(pipe.start_height, abs=0.01)
     assert np.allclose(res.points_base[1:-1, 2], 0.07, atol=0.01)
     assert res.points_base[-1, 2] > 0.0
     path = np.asarray(recs[0].gt["path_cam"]) @ res.T_base_cam[:3, :3].T + res.T_base_cam[:3, 3]
@@ -215,3 +215,40 @@ def test_bad_frame_is_a_programming_error(bagdata):
     with pytest.raises(TypeError, match="uint8"):
         TaskPipeline(_oracle(), bagdata.tf).run(Frame(frame.rgb.astype(float), frame.depth_m, frame.camera, 0.0),
                                                 _goal(rec))
+
+
+def test_path_start_clears_the_table_and_every_waypoint_is_checked(bagdata):
+    from bopask_ros.motion_steps import trajectory_steps
+    from bopask_ros.safety import SafetyEnvelope
+    from bopask_vlm.gripper import hand_to_skeleton, keypoints_3d
+
+    rec = _first(bagdata, "trajectory")
+    safety = SafetyEnvelope(workspace_min=[-5, -5, -1], workspace_max=[5, 5, 5], max_reach=10.0,
+                            max_approach_angle_deg=180.0, min_height_above_table=0.005)
+    pipe = TaskPipeline(_oracle(), bagdata.tf, safety=safety, table_height=0.0)
+    res = pipe.run(_frame(bagdata, rec), _goal(rec))
+    assert res.ok, res.reason
+    # the start is lifted (the table is known: exactly), so the finger tips of the gripper there clear the table
+    assert res.points_base[0, 2] == pytest.approx(pipe.start_height, abs=1e-6)
+    first = trajectory_steps(res.points_base)[0].pose
+    tips = keypoints_3d(hand_to_skeleton(first))[3:]
+    assert tips[:, 2].min() >= safety.min_height_above_table
+    # the first waypoint is checked too: a clearance it does not have rejects the path, naming point 0
+    strict = SafetyEnvelope(workspace_min=[-5, -5, -1], workspace_max=[5, 5, 5], max_reach=10.0,
+                            max_approach_angle_deg=180.0, min_height_above_table=0.05)
+    planner = RecordingPlanner(PlanOutcome(True))
+    res = TaskPipeline(_oracle(), bagdata.tf, safety=strict, planner=planner, table_height=0.0,
+                       start_height=0.02).run(_frame(bagdata, rec), _goal(rec))
+    assert res.status == ResultStatus.SAFETY_REJECTED and "waypoint point 0" in res.reason
+    assert planner.calls == []
+
+
+def test_canceled_plan_ends_canceled_and_the_planner_gets_the_support_plane(bagdata):
+    rec = _first(bagdata, "pose")
+    frame = _frame(bagdata, rec)
+    planner = RecordingPlanner(PlanOutcome(False, "canceled during approach", executed=True, canceled=True))
+    res = TaskPipeline(_oracle(), bagdata.tf, planner=planner).run(frame, _goal(rec, plan_only=False))
+    assert res.status == ResultStatus.CANCELED and res.reason == "canceled during approach"
+    n, d = planner.calls[0].support_plane_base
+    assert n[2] > 0.99 and abs(d) < 0.01  # the fitted plane, in the base frame: the table (z = 0)
+    assert TaskPipeline(_oracle(), bagdata.tf).run(frame, _goal(rec)).support_plane_base is None

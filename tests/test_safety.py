@@ -71,3 +71,20 @@ def test_config_errors():
         SafetyEnvelope(velocity_scaling=0.0)
     env = SafetyEnvelope.from_dict({"workspace_min": [-1, -1, -1], "workspace_max": [1, 1, 1], "table_height": 0.02})
     assert env.table_height == 0.02 and env.workspace_min == (-1.0, -1.0, -1.0)
+
+
+def test_hand_poses_check_the_finger_tips_below_the_waypoint():
+    from bopask_ros.motion_steps import trajectory_steps
+    from bopask_vlm.gripper import FINGER_TIP_Z, GRASP_DEPTH
+
+    # a waypoint just above the clearance passes as a point, but the finger tips reach below it
+    p = np.array([[0.45, 0.0, ENV.min_height_above_table + 0.001]])
+    assert ENV.check_points(p).ok
+    (pose,) = [s.pose for s in trajectory_steps(p) if s.pose is not None]
+    v = ENV.check_hand_poses([pose], "gripper at waypoint")
+    assert not v.ok and v.check == "min_height" and "gripper at waypoint 0" in v.reason
+    high = p + [0.0, 0.0, FINGER_TIP_Z - GRASP_DEPTH]
+    assert ENV.check_hand_poses([s.pose for s in trajectory_steps(high) if s.pose is not None]).ok
+    bad = np.eye(4)
+    bad[0, 3] = np.nan
+    assert ENV.check_hand_poses([bad]).check == "finite"
