@@ -5,7 +5,7 @@
 
 Starts ``ros2 bag play BAG --rate RATE --clock 100 [--loop]`` (``/tf_static`` replayed transient-local so a late
 subscriber still gets the camera extrinsic) and bopask_node with use_sim_time:=true and the same parameters as
-tabletop.launch.py ([MoveIt config, params_file, overrides]).  No camera; no robot unless robot:=panda|fr3, which
+tabletop.launch.py ([MoveIt config, params_file, overrides]).  No camera; no robot unless robot:=panda, which
 adds the MoveIt config, robot_state_publisher and ros2_control mock components, and links the bag's base frame
 (planning_frame, ``base_link`` in bags written by bopask_ros.bag_writer) to the robot's base link.
 The helpers are shared with tabletop.launch.py, loaded from the same directory.
@@ -52,7 +52,8 @@ def launch_setup(context: LaunchContext, *_args, **_kwargs) -> list:
         raise ValueError("bag:=PATH is required")
     robot = tt.arg(context, "robot")
     if robot not in tt.ROBOTS and robot != "none":
-        raise ValueError(f"robot:={robot}: use one of {sorted(tt.ROBOTS)} or none")
+        raise ValueError(f"robot:={robot}: use one of {sorted(tt.ROBOTS)} or none"
+                         + (" (FR3 is not supported: see the README, robot set-up)" if robot == "fr3" else ""))
     params_file = tt.arg(context, "params_file") or tt.share_file("config", "bopask_node.yaml")
     endpoint = tt.arg(context, "vlm_endpoint")
     vlm_model = tt.arg(context, "vlm_model")
@@ -70,7 +71,7 @@ def launch_setup(context: LaunchContext, *_args, **_kwargs) -> list:
     config = None
     moveit_params: dict = {}
     if robot != "none":
-        config = tt.moveit_config(robot, True)
+        config = tt.moveit_config(robot)
         moveit_params = config.to_dict()
         base_link = tt.ROBOTS[robot]["base_link"]
         if planning_frame != base_link:
@@ -103,8 +104,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("vlm_endpoint", default_value="http://127.0.0.1:8000/v1",
                               description="OpenAI-compatible endpoint of the VLM"),
         DeclareLaunchArgument("vlm_model", default_value="bopask", description="model name the node asks for"),
-        DeclareLaunchArgument("robot", default_value="none", choices=["none", "panda", "fr3"],
-                              description="none: answer and lift only; panda|fr3: also plan (mock hardware)"),
+        DeclareLaunchArgument("robot", default_value="none", choices=["none", "panda"],
+                              description="none: answer and lift only; panda: also plan (mock hardware)"),
         DeclareLaunchArgument("allow_execution", default_value="false",
                               description="execute plans on the mock hardware (needs robot)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 (config/bopask.rviz)"),

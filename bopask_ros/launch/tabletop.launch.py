@@ -4,8 +4,8 @@ bopask_node.
     ros2 launch bopask_ros tabletop.launch.py                       # panda, mock hardware, camera, plan only
     ros2 launch bopask_ros tabletop.launch.py use_camera:=false rviz:=true
     ros2 launch bopask_ros tabletop.launch.py start_vllm:=true model_path:=/models/bopask-qwen vlm_model:=bopask
-    ros2 launch bopask_ros tabletop.launch.py robot:=fr3 use_fake_hardware:=false robot_ip:=172.16.0.2 \
-        allow_execution:=true calibration:=/path/camera_calibration.yaml
+    ros2 launch bopask_ros tabletop.launch.py use_fake_hardware:=false allow_execution:=true \
+        calibration:=/path/camera_calibration.yaml        # a Panda whose driver runs separately
 
 What starts:
 - realsense2_camera rs_launch.py (use_camera; align_depth.enable, topics /camera/camera/...);
@@ -13,9 +13,15 @@ What starts:
 - robot_state_publisher (namespace ``scene``) with the xacro-expanded tabletop scene (world, table, robot_base);
   the camera is not in that URDF here: its extrinsic comes from the calibration, its internal frames from the
   camera driver; robot_base -> <robot base link> is a static transform;
-- the robot (robot:=panda|fr3, none for no robot): robot_state_publisher with the MoveIt config's
+- the robot (robot:=panda, none for no robot): robot_state_publisher with the MoveIt config's
   robot_description; with use_fake_hardware:=true ros2_control_node (mock components) and the controller
-  spawners.  With real hardware the vendor driver (franka_bringup) must provide /joint_states and the controllers;
+  spawners.  With real hardware the robot's driver must provide /joint_states and the controllers named in the
+  MoveIt config (panda_arm_controller, panda_hand_controller);
+- FR3 is not supported: franka_ros2's own fr3 set-up (franka_fr3_moveit_config launch/moveit.launch.py) builds
+  its robot_description from franka_bringup's franka_arm.urdf.xacro rooted at ``base``, merges
+  franka/joint_states and franka_gripper/joint_states with joint_state_publisher, starts franka_gripper, and
+  wraps the flat config/fr3_controllers.yaml under moveit_simple_controller_manager; none of that could be run
+  and checked here, so robot:=fr3 is refused rather than shipped broken (README, robot set-up);
 - ``bopask serve MODEL --port PORT --served-name VLM_MODEL`` (start_vllm:=true), the port taken from vlm_endpoint;
 - bopask_node with [MoveIt config (moveit_py, config/moveit_py.yaml), params_file, overrides];
 - rviz2 (rviz:=true).
@@ -51,18 +57,6 @@ ROBOTS = {
         "base_link": "panda_link0",
         "node": {"planning_frame": "panda_link0", "planning_group": "panda_arm", "gripper_group": "hand",
                  "end_effector_link": "panda_hand"},
-    },
-    "fr3": {
-        "moveit_package": "franka_fr3_moveit_config",
-        "robot_description": ("franka_description", "robots/fr3/fr3.urdf.xacro"),
-        "robot_description_semantic": ("franka_description", "robots/fr3/fr3.srdf.xacro"),
-        "joint_limits": "config/fr3_joint_limits.yaml",
-        "trajectory_execution": "config/fr3_controllers.yaml",
-        "ros2_controllers": "config/fr3_ros_controllers.yaml",
-        "controllers": ["joint_state_broadcaster", "fr3_arm_controller"],
-        "base_link": "fr3_link0",
-        "node": {"planning_frame": "fr3_link0", "planning_group": "fr3_arm", "gripper_group": "fr3_hand",
-                 "end_effector_link": "fr3_hand"},
     },
 }
 PIPELINES = ["ompl", "pilz_industrial_motion_planner"]
@@ -127,22 +121,20 @@ def static_tf(parent: str, child: str, xyz=(0.0, 0.0, 0.0), quat=(0.0, 0.0, 0.0,
 
 # --- MoveIt ------------------------------------------------------------------------------------------------
 
-def moveit_config(robot: str, use_fake_hardware: bool, robot_ip: str = ""):
-    """MoveItConfigs of ``robot`` with bopask's moveit_py parameters (config/moveit_py.yaml)."""
+def moveit_config(robot: str):
+    """MoveItConfigs of ``robot`` with bopask's moveit_py parameters (config/moveit_py.yaml). The URDF's
+    ros2_control block names mock_components; it is used only with use_fake_hardware:=true (else the robot's
+    driver, started separately, owns the hardware and the controllers, and ros2_control_node is not started)."""
     from moveit_configs_utils import MoveItConfigsBuilder
 
     spec = ROBOTS[robot]
     builder = MoveItConfigsBuilder(robot, package_name=spec["moveit_package"])
     pkg, rel = spec["robot_description"]
-    if robot == "panda":
-        mappings = {"ros2_control_hardware_type": "mock_components"}
-    else:
-        mappings = {"ros2_control": "true", "hand": "true", "use_fake_hardware": str(use_fake_hardware).lower(),
-                    "robot_ip": robot_ip or "dont-care"}
+    mappings = {"ros2_control_hardware_type": "mock_components"}
     builder = builder.robot_description(file_path=package_file(pkg, rel), mappings=mappings)
     if spec["robot_description_semantic"] is not None:
         pkg, rel = spec["robot_description_semantic"]
-        builder = builder.robot_description_semantic(file_path=package_file(pkg, rel), mappings={"hand": "true"})
+        builder = builder.robot_description_semantic(file_path=package_file(pkg, rel))
     if spec["joint_limits"] is not None:
         builder = builder.joint_limits(file_path=spec["joint_limits"])
     return (builder.trajectory_execution(file_path=spec["trajectory_execution"])
@@ -165,8 +157,8 @@ def robot_actions(robot: str, config, use_fake_hardware: bool, use_sim_time: boo
         actions += [Node(package="controller_manager", executable="spawner", output="log",
                          arguments=[c, "--controller-manager", "/controller_manager"]) for c in spec["controllers"]]
     else:
-        actions.append(LogInfo(msg=f"use_fake_hardware:=false: the {robot} driver (franka_bringup) must provide "
-                                   "/joint_states and the trajectory controllers"))
+        actions.append(LogInfo(msg=f"use_fake_hardware:=false: the {robot} driver must provide /joint_states and "
+                                   "the trajectory controllers of the MoveIt config"))
     return actions
 
 
@@ -202,7 +194,8 @@ def rviz_node(config, use_sim_time: bool = False) -> Node:
 def launch_setup(context: LaunchContext, *_args, **_kwargs) -> list:
     robot = arg(context, "robot")
     if robot not in ROBOTS and robot != "none":
-        raise ValueError(f"robot:={robot}: use one of {sorted(ROBOTS)} or none")
+        raise ValueError(f"robot:={robot}: use one of {sorted(ROBOTS)} or none"
+                         + (" (FR3 is not supported: see the README, robot set-up)" if robot == "fr3" else ""))
     use_fake_hardware = as_bool(arg(context, "use_fake_hardware"))
     calibration_path = arg(context, "calibration") or share_file("config", "camera_calibration.yaml")
     params_file = arg(context, "params_file") or share_file("config", "bopask_node.yaml")
@@ -247,7 +240,7 @@ def launch_setup(context: LaunchContext, *_args, **_kwargs) -> list:
     overrides: dict = {"vlm_endpoint": endpoint, "vlm_model": vlm_model,
                        "allow_execution": as_bool(arg(context, "allow_execution")), "use_sim_time": False}
     if robot != "none":
-        config = moveit_config(robot, use_fake_hardware, arg(context, "robot_ip"))
+        config = moveit_config(robot)
         moveit_params = config.to_dict()
         actions.append(static_tf("robot_base", ROBOTS[robot]["base_link"], name="robot_mount"))
         actions += robot_actions(robot, config, use_fake_hardware)
@@ -276,12 +269,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="OpenAI-compatible endpoint of the VLM"),
         DeclareLaunchArgument("vlm_model", default_value="bopask",
                               description="model name the node asks for (the served name with start_vllm)"),
-        DeclareLaunchArgument("robot", default_value="panda", choices=["panda", "fr3", "none"],
-                              description="panda (moveit_resources_panda_moveit_config), fr3 "
-                                          "(franka_fr3_moveit_config) or none (no MoveIt: nothing is planned)"),
+        DeclareLaunchArgument("robot", default_value="panda", choices=["panda", "none"],
+                              description="panda (moveit_resources_panda_moveit_config) or none (no MoveIt: "
+                                          "nothing is planned); FR3 is not supported (see the README)"),
         DeclareLaunchArgument("use_fake_hardware", default_value="true",
                               description="ros2_control mock components and the controller spawners"),
-        DeclareLaunchArgument("robot_ip", default_value="", description="robot address (fr3, real hardware)"),
         DeclareLaunchArgument("robot_x", default_value="-0.45", description="robot base on the table top, x [m]"),
         DeclareLaunchArgument("robot_y", default_value="0.0", description="robot base on the table top, y [m]"),
         DeclareLaunchArgument("robot_yaw", default_value="0.0", description="robot base on the table top, yaw [rad]"),
