@@ -463,3 +463,17 @@ def _box_corners(bottom_centre, edge):
     h = edge / 2
     bottom = np.array([[-h, -h, 0], [h, -h, 0], [h, h, 0], [-h, h, 0]]) + c
     return np.vstack([bottom, bottom + [0, 0, edge]])
+
+
+def test_without_moveit_py_the_planner_answers_with_the_reason():
+    # the real import: moveit_py is not installed on this machine, which is the case being tested
+    try:
+        import moveit.planning  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("moveit_py is installed here")
+    planner = MoveItPlanner("n", {}, PARAMS, SafetyEnvelope(), startup_attempts=1)
+    assert not planner.ready and "moveit_py is not installed" in planner.start_error
+    out = planner.plan(grasp_result(), grasp_goal(), None)
+    assert not out.ok and "moveit_py is not installed" in out.reason

@@ -235,7 +235,12 @@ class MoveItPlanner:
                 return True
             factory = self._moveit_factory
             if factory is None:
-                from moveit.planning import MoveItPy
+                try:
+                    from moveit.planning import MoveItPy
+                except ImportError as e:  # a MoveIt config without moveit_py: goals say so, the node runs on
+                    self.start_error = f"moveit_py is not installed ({e}); install ros-jazzy-moveit-py"
+                    log.error(self.start_error)
+                    return False
 
                 def factory(name: str, config: dict) -> Any:
                     return MoveItPy(node_name=name, config_dict=config)
