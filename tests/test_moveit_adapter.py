@@ -364,6 +364,7 @@ def test_no_plan_and_no_current_state_are_reasons_not_crashes():
 
 def test_planning_scene_table_once_and_object_boxes_per_object():
     planner, robot = make_planner()
+    assert robot.scene_ops == [("ADD", "bopask_table")]  # at start, before any goal
     pose_res = PipelineResult(ResultStatus.SUCCEEDED, points_base=_box_corners([0.5, 0.1, 0.0], 0.06))
     # add_to_planning_scene false: nothing but the table
     out = planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=False), None)

@@ -247,7 +247,9 @@ class MoveItPlanner:
             for i in range(attempts):
                 try:
                     self.robot = factory(self.node_name, self.config)
-                    self.runner = MotionRunner(self._backend_factory(self.robot, self.params, self.safety), self.safety)
+                    runner = MotionRunner(self._backend_factory(self.robot, self.params, self.safety), self.safety)
+                    runner.update_environment()  # the table goes into the planning scene once, at start
+                    self.runner = runner
                     self.start_error = ""
                     return True
                 except Exception as e:  # MoveItCpp throws RuntimeError when no joint state came in time
