@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check
+from bopask_ros.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check, steps_for
 from bopask_ros.pipeline import PlanOutcome
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "SceneObject",
     "exec_status_of",
     "object_box_id",
+    "plan_goal",
     "support_plane_object",
     "table_object",
 ]
@@ -378,3 +379,17 @@ class MotionRunner:
             except RuntimeError as e:  # the backend has no current state, the scene could not be updated...
                 return PlanOutcome(False, f"{type(e).__name__}: {e}", executed=executed, plan=plans)
         return PlanOutcome(True, "executed" if execute else "planned", executed=execute, plan=plans)
+
+
+def plan_goal(runner: MotionRunner, result: Any, goal: Any, params: Mapping[str, Any],
+              cancel: Callable[[], bool] | None) -> PlanOutcome:
+    """The pipeline's ``Planner.plan`` on a runner: the goal's steps (:func:`motion_steps.steps_for`), executed
+    only when the goal asks for it and ``params["allow_execution"]`` allows it, with the result's support plane
+    and target points. Any backend behind a :class:`MotionRunner` is a Planner through this."""
+    steps = steps_for(result, goal, params, runner.safety)
+    if steps is None:
+        return PlanOutcome(True, "nothing to plan for this task")
+    execute = (not goal.plan_only) and bool(params["allow_execution"])
+    targets = np.asarray(result.points_base, dtype=np.float64).reshape(-1, 3)
+    return runner.run(steps, execute, cancel, support_plane=getattr(result, "support_plane_base", None),
+                      targets=targets if len(targets) else None)

@@ -9,7 +9,9 @@ and are converted once, here, with :func:`bopask_vlm.gripper.skeleton_to_hand`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,3 +99,26 @@ def pose_steps(T_box: NDArray[np.float64], size: NDArray[np.float64], descriptio
 def poses_to_check(steps: list[MotionStep]) -> list[MotionStep]:
     """The steps whose pose must have an IK solution before anything moves."""
     return [s for s in steps if s.kind in ("move", "linear") and s.pose is not None]
+
+
+def steps_for(result: Any, goal: Any, params: Mapping[str, Any], safety: SafetyEnvelope) -> list[MotionStep] | None:
+    """The motion steps of a goal's pipeline result (a :class:`bopask_ros.pipeline.PipelineResult` and its
+    :class:`~bopask_ros.pipeline.Goal`; ``params``: the node's, for lift distance and gripper states). None:
+    nothing to plan for this task."""
+    from bopask_vlm.answers import Task
+
+    task = Task(goal.task)
+    if task is Task.GRASP and result.grasp_pose_base is not None:
+        return grasp_steps(result.grasp_pose_base, safety, params["lift_distance"], params["gripper_open_state"],
+                           params["gripper_close_state"])
+    if task is Task.TRAJECTORY and len(result.points_base):
+        return trajectory_steps(result.points_base)
+    if task is Task.POSE and len(result.points_base) == 8:
+        from bopask_vlm.eval.metrics import box_from_corners_3d
+
+        box = box_from_corners_3d(result.points_base)
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = box.R, box.center
+        name = str(goal.objects[0]) if goal.objects else "object"
+        return pose_steps(T, box.size, name, bool(getattr(goal, "add_to_planning_scene", False)))
+    return None

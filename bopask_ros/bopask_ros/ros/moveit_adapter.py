@@ -39,11 +39,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_runner import MotionPlan, MotionRunner, SceneObject
-from bopask_ros.motion_steps import MotionStep, grasp_steps, pose_steps, trajectory_steps
+from bopask_ros.motion_runner import MotionPlan, MotionRunner, SceneObject, plan_goal
+from bopask_ros.motion_steps import MotionStep
 from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
 from bopask_ros.safety import SafetyEnvelope
-from bopask_vlm.answers import Task
 from bopask_vlm.geometry import quat_from_matrix
 
 log = logging.getLogger(__name__)
@@ -177,25 +176,6 @@ class MoveItBackend:
             scene.current_state.update()
 
 
-def steps_for(result: PipelineResult, goal: Goal, params: Any, safety: SafetyEnvelope) -> list[MotionStep] | None:
-    """The motion steps of a goal's result (None: nothing to plan for this task)."""
-    task = Task(goal.task)
-    if task is Task.GRASP and result.grasp_pose_base is not None:
-        return grasp_steps(result.grasp_pose_base, safety, params["lift_distance"], params["gripper_open_state"],
-                           params["gripper_close_state"])
-    if task is Task.TRAJECTORY and len(result.points_base):
-        return trajectory_steps(result.points_base)
-    if task is Task.POSE and len(result.points_base) == 8:
-        from bopask_vlm.eval.metrics import box_from_corners_3d
-
-        box = box_from_corners_3d(result.points_base)
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = box.R, box.center
-        name = str(goal.objects[0]) if goal.objects else "object"
-        return pose_steps(T, box.size, name, bool(getattr(goal, "add_to_planning_scene", False)))
-    return None
-
-
 class MoveItPlanner:
     """The pipeline's Planner on moveit_py.
 
@@ -269,12 +249,6 @@ class MoveItPlanner:
 
     # -- Planner protocol --------------------------------------------------------------------------
     def plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None) -> PlanOutcome:
-        steps = steps_for(result, goal, self.params, self.safety)
-        if steps is None:
-            return PlanOutcome(True, "nothing to plan for this task")
         if not self.start(1):
             return PlanOutcome(False, f"MoveIt is not running: {self.start_error}")
-        execute = (not goal.plan_only) and bool(self.params["allow_execution"])
-        targets = np.asarray(result.points_base, dtype=np.float64).reshape(-1, 3)
-        return self.runner.run(steps, execute, cancel, support_plane=result.support_plane_base,
-                               targets=targets if len(targets) else None)
+        return plan_goal(self.runner, result, goal, self.params, cancel)
