@@ -32,15 +32,17 @@ W, H = 640, 480
 coord = st.floats(min_value=0, max_value=639, allow_nan=False, allow_infinity=False)
 
 
-def points(n_min: int, n_max: int):
-    return st.lists(st.tuples(coord, coord.map(lambda v: v * H / W)), min_size=n_min, max_size=n_max)
+def points(n_min: int, n_max: int, unique: bool = False):
+    # rearrangement points name distinct objects: repeated points (also after rounding) collapse to one
+    return st.lists(st.tuples(coord, coord.map(lambda v: v * H / W)), min_size=n_min, max_size=n_max,
+                    unique_by=(lambda p: (round(p[0]), round(p[1]))) if unique else None)
 
 
 answers = st.one_of(
     points(8, 8).map(lambda p: PoseAnswer(np.array(p))),
     points(5, 5).map(lambda p: GraspAnswer(np.array(p))),
     points(2, 64).map(lambda p: TrajectoryAnswer(np.array(p))),
-    points(0, 32).map(lambda p: RearrangementAnswer(np.array(p).reshape(-1, 2))),
+    points(0, 32, unique=True).map(lambda p: RearrangementAnswer(np.array(p).reshape(-1, 2))),
     st.builds(YesNoAnswer, st.booleans(), st.sampled_from([Task.SPATIAL, Task.DEPTH])),
 )
 
