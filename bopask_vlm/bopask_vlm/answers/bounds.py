@@ -22,8 +22,12 @@ margin          ``-W/2 <= x <= 3W/2``         ``ceil(-W/2) <= x <= ceil(3W/2) - 
 there are no coordinate bounds at all (neither in the schema nor in the parsers): ground truth and
 model output are then only checked for shape and finiteness.
 
-Validation in original-image pixels (pixel centres at integers, :func:`outside_points`): inside is
-``-0.5 <= u < w - 0.5``, the margin ``-w/2 <= u < 3w/2``.
+Validation in original-image pixels (pixel centres at integers, :func:`outside_points`, used by the
+VLM clients and the ROS pipeline): inside is ``-0.5 <= u < w - 0.5``, the margin ``-w/2 <= u < 3w/2``.
+In the pixel convention every value the schema allows passes validation and the next integer does not.
+In the scaled conventions (0-1000, 0-1, resized pixels) the schema knows only the model's extent, so its
+last inside value may map up to one original pixel past the last pixel centre; validation then rejects
+that answer with a reason (the conventions put pixel centre 0 at 0 and ``w`` at the extent).
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ def parse_answer_json(task: Task | str, obj_or_str: Any, width: float | None = N
                       integer: bool = False) -> Answer:
     """Parse a JSON answer (a string, UTF-8 bytes or an already-decoded object) for ``task``, strictly:
     exactly the schema's keys, the right number of points, finite numbers, and with ``width``/``height``/
-    ``integer`` exactly what :func:`json_schema` with the same arguments allows."""
+    ``integer`` exactly what :func:`json_schema` with the same arguments allows (the parsers default to
+    real-valued coordinates, the schema to integers: pass ``integer`` explicitly to compare them)."""
     task = Task(task)
     obj = _decode(obj_or_str) if isinstance(obj_or_str, (str, bytes)) else obj_or_str
     if not isinstance(obj, dict):
