@@ -44,8 +44,9 @@ class _Stats:
 
     def crash(self, data: bytes, exc: BaseException) -> None:
         self.crashes += 1
-        kind = f"{type(exc).__name__}: {str(exc)[:120]}"
-        if kind not in self.kinds:
+        tb = traceback.extract_tb(exc.__traceback__)[-1]  # one kind per exception type and raising line
+        kind = f"{type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}: {str(exc)[:100]}"
+        if not any(k.split(": ")[0] == kind.split(": ")[0] for k in self.kinds):
             self.kinds[kind] = traceback.format_exc()[-2000:]
             self.crash_dir.mkdir(parents=True, exist_ok=True)
             (self.crash_dir / f"crash-{len(self.kinds):03d}.bin").write_bytes(data)
