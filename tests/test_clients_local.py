@@ -70,7 +70,7 @@ def test_openai_client_sends_image_and_schema_and_parses_json(server):
     assert content[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert "What is the path from the whisk to the colander?" in content[1]["text"]
     schema = body["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["waypoints"]["items"]["prefixItems"][0]["maximum"] == 640
+    assert schema["properties"]["waypoints"]["items"]["prefixItems"][0]["maximum"] == 639  # pixel 640 is past the edge
     assert "guided_json" not in body
 
 

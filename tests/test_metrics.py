@@ -218,3 +218,28 @@ def test_iou_of_a_box_slid_along_its_own_axis(rotvec, frac, axis):
     b = _box(a.center + R[:, axis] * frac * size[axis], R, size)
     assert box_iou_3d(a, b) == pytest.approx((1 - frac) / (1 + frac), abs=1e-7)
     assert box_iou_3d(b, a) == pytest.approx(box_iou_3d(a, b), abs=1e-9)
+
+
+
+def _random_overlapping_pairs(n: int) -> list[tuple[Box3D, Box3D]]:
+    rng = np.random.default_rng(0)
+    pairs = []
+    while len(pairs) < n:
+        Ra, Rb = (Rotation.random(random_state=int(rng.integers(1 << 30))).as_matrix() for _ in range(2))
+        ca = rng.normal(size=3) * 0.3
+        a, b = _box(ca, Ra, rng.uniform(0.2, 1, 3)), _box(ca + rng.normal(size=3) * 0.3, Rb, rng.uniform(0.2, 1, 3))
+        if box_iou_3d(a, b) > 0.01:
+            pairs.append((a, b))
+    return pairs
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-7, 1e-6, 1e-4, 1e-2, 1e3])
+def test_iou_is_scale_free(scale):
+    # issue 13: overlapping boxes below ~1e-6 m gave 0.0 (absolute LP/Qhull tolerances), the same boxes at
+    # metre scale 0.07-0.27; IoU cannot depend on scale
+    for a, b in _random_overlapping_pairs(6):
+        ref = box_iou_3d(a, b)
+        sa = _box(a.center * scale, a.R, a.size * scale)
+        sb = _box(b.center * scale, b.R, b.size * scale)
+        assert box_iou_3d(sa, sb) == pytest.approx(ref, rel=1e-6)
+        assert box_iou_3d(sa, sa) == pytest.approx(1.0, abs=1e-9)

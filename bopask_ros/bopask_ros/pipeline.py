@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from bopask_vlm.answers.bounds import outside_points
 from bopask_vlm.answers.types import GraspAnswer, Task
 from bopask_vlm.geometry import CameraModel, transform_points
 from bopask_vlm.gripper import keypoints_3d
@@ -331,19 +332,12 @@ class TaskPipeline:
         pts = np.asarray(answer.points, dtype=np.float64)
         if not np.all(np.isfinite(pts)):
             raise _Stop(ResultStatus.INVALID_ANSWER, "answer has non-finite coordinates")
-        # grasp finger tips may stick out of the image (PnP uses them), and so may the cuboid corners of an
-        # object at the image border (lifted by ray geometry, within half an image of the border); every
-        # other point must be inside
+        # grasp finger tips (PnP uses them) and the cuboid corners of an object at the image border (lifted by
+        # ray geometry) may lie within half an image of the border; every other point must be inside. One
+        # rule with the JSON schema and the client's check: bopask_vlm.answers.bounds
         cam = frame.camera
-        check = pts[:3] if task == Task.GRASP else pts
-        if task == Task.POSE:
-            mw, mh = cam.width / 2, cam.height / 2
-            inside = ((check[:, 0] >= -mw) & (check[:, 0] < cam.width + mw) & (check[:, 1] >= -mh)
-                      & (check[:, 1] < cam.height + mh))
-        else:
-            inside = cam.in_image(check) if len(check) else np.ones(0, bool)
-        if not np.all(inside):
-            bad = np.flatnonzero(~inside).tolist()
+        bad = outside_points(task, pts, cam.width, cam.height)
+        if bad:
             raise _Stop(ResultStatus.INVALID_ANSWER, f"points {bad} lie outside the {cam.width}x{cam.height} image")
 
     def _lift(self, frame: Frame, task: Task, answer: Any, result: PipelineResult) -> None:

@@ -1,5 +1,6 @@
 """The six task answer types, their text grammar and JSON schema: one source of truth."""
 
+from bopask_vlm.answers.bounds import MARGIN, Region, outside_points, point_region
 from bopask_vlm.answers.coords import CoordConvention, ResizePolicy, from_model, model_extent, to_model
 from bopask_vlm.answers.schema import (
     GRASP_KEYS,
@@ -26,6 +27,7 @@ __all__ = [
     "ANSWER_TYPES",
     "GRASP_FIELD_NAMES",
     "GRASP_KEYS",
+    "MARGIN",
     "Answer",
     "AnswerParseError",
     "AnswerValueError",
@@ -34,6 +36,7 @@ __all__ = [
     "PointsAnswer",
     "PoseAnswer",
     "RearrangementAnswer",
+    "Region",
     "ResizePolicy",
     "Task",
     "TrajectoryAnswer",
@@ -44,7 +47,9 @@ __all__ = [
     "from_model",
     "json_schema",
     "model_extent",
+    "outside_points",
     "parse_answer_json",
     "parse_answer_text",
+    "point_region",
     "to_model",
 ]

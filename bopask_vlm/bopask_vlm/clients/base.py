@@ -3,7 +3,7 @@
 A client turns a :class:`VLMRequest` (task, image, object descriptions) into a :class:`VLMResponse`
 whose answer is a typed, validated answer in original-image pixels. Everything after the model's
 raw text is common: strict parsing (text or JSON), conversion from the model's coordinate
-convention, and validation (right count, finite, inside the image).
+convention, and validation (right count, finite, where the task allows its points).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bopask_vlm.answers import (
     parse_answer_json,
     parse_answer_text,
 )
+from bopask_vlm.answers.bounds import outside_points
 from bopask_vlm.prompts import adapt_instruction, make_question
 from bopask_vlm.records import QARecord
 
@@ -90,15 +91,16 @@ class VLMResponse:
 
 
 def validate_answer(answer: Answer, width: int, height: int, raw_text: str = "") -> Answer:
-    """Check a converted answer lies inside the image (half-pixel tolerance); raise VLMAnswerError."""
+    """Check a converted answer lies where its task allows (:func:`bopask_vlm.answers.bounds.outside_points`:
+    in the image, or within half an image of it for cuboid corners and finger tips); raise VLMAnswerError."""
     if isinstance(answer, YesNoAnswer):
         return answer
     p = answer.points
     if not np.all(np.isfinite(p)):
         raise VLMAnswerError("answer has non-finite coordinates", raw_text)
-    outside = (p[:, 0] < -0.5) | (p[:, 1] < -0.5) | (p[:, 0] > width - 0.5) | (p[:, 1] > height - 0.5)
-    if np.any(outside):
-        i = int(np.flatnonzero(outside)[0])
+    outside = outside_points(answer.task, p, width, height)
+    if outside:
+        i = outside[0]
         raise VLMAnswerError(
             f"point {i} ({p[i, 0]:.1f}, {p[i, 1]:.1f}) is outside the {width}x{height} image", raw_text)
     return answer

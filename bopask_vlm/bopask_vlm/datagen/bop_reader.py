@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,8 +35,20 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
         raise BopFormatError(f"missing BOP file {path}") from e
-    except (OSError, ValueError) as e:
-        raise BopFormatError(f"unreadable BOP file {path}: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise BopFormatError(f"unreadable BOP file {path}: {type(e).__name__}: {e}") from e
+
+
+@contextmanager
+def _malformed(where: str) -> Iterator[None]:
+    """Values of the wrong type or shape in a parsed BOP file (a list where an object belongs, a string
+    for a number, a 5-element cam_K...) become a BopFormatError naming the file."""
+    try:
+        yield
+    except BopFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        raise BopFormatError(f"{where}: malformed: {type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -55,17 +69,42 @@ class ModelInfo:
 def read_models_info(models_dir: str | Path) -> dict[int, ModelInfo]:
     d = Path(models_dir)
     info = _load_json(d / "models_info.json")
+    if not isinstance(info, dict):
+        raise BopFormatError(f"{d / 'models_info.json'}: expected an object of models, got {type(info).__name__}")
     out = {}
     for k, v in info.items():
         try:
             mn = np.array([v["min_x"], v["min_y"], v["min_z"]], float) / 1000.0
             sz = np.array([v["size_x"], v["size_y"], v["size_z"]], float) / 1000.0
+            oid = int(k)
+            diameter = float(v.get("diameter", np.linalg.norm(sz) * 1000)) / 1000.0
         except KeyError as e:
             raise BopFormatError(f"{d / 'models_info.json'}: object {k} lacks {e}") from e
-        ply = d / f"obj_{int(k):06d}.ply"
-        out[int(k)] = ModelInfo(int(k), mn, sz, float(v.get("diameter", np.linalg.norm(sz) * 1000)) / 1000.0,
-                                ply if ply.is_file() else None)
+        except (TypeError, ValueError, AttributeError) as e:  # wrong types: a string, a list, null
+            raise BopFormatError(f"{d / 'models_info.json'}: object {k!r} is malformed: {e}") from e
+        if not (np.all(np.isfinite(mn)) and np.all(np.isfinite(sz)) and np.isfinite(diameter)):
+            raise BopFormatError(f"{d / 'models_info.json'}: object {k} has non-finite sizes")
+        ply = d / f"obj_{oid:06d}.ply"
+        out[oid] = ModelInfo(oid, mn, sz, diameter, ply if ply.is_file() else None)
     return out
+
+
+def load_model_mesh(path: str | Path) -> Any:
+    """A BOP model mesh (PLY, millimetres) as a ``trimesh.Trimesh`` in millimetres; raises
+    :class:`BopFormatError` for a truncated, corrupt or empty file (trimesh raises anything from
+    ``IndexError`` to ``UnicodeDecodeError`` there)."""
+    import trimesh
+
+    p = Path(path)
+    try:
+        mesh = trimesh.load(str(p), process=False, force="mesh")
+    except Exception as e:  # a corrupt file is a format error whatever trimesh's parser trips on
+        raise BopFormatError(f"unreadable model mesh {p}: {type(e).__name__}: {e}") from e
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or not np.all(np.isfinite(mesh.vertices)):
+        raise BopFormatError(f"model mesh {p} has no finite triangles")
+    if mesh.faces.min() < 0 or mesh.faces.max() >= len(mesh.vertices):
+        raise BopFormatError(f"model mesh {p} has faces indexing missing vertices")
+    return mesh
 
 
 def find_models_dir(scene_dir: Path) -> Path:
@@ -160,7 +199,10 @@ class BopScene:
 
     @property
     def im_ids(self) -> list[int]:
-        return sorted(int(k) for k in self.scene_camera)
+        with _malformed(f"{self.dir}/scene_camera.json"):
+            if not isinstance(self.scene_camera, dict):
+                raise TypeError(f"expected an object of frames, got {type(self.scene_camera).__name__}")
+            return sorted(int(k) for k in self.scene_camera)
 
     def image_path(self, im_id: int) -> Path:
         for d in IMAGE_DIRS:
@@ -175,8 +217,14 @@ class BopScene:
         return p if p.is_file() else None
 
     def objects(self, im_id: int) -> list[BopObject]:
+        with _malformed(f"{self.dir}/scene_gt.json or scene_gt_info.json, image {im_id}"):
+            return self._objects(im_id)
+
+    def _objects(self, im_id: int) -> list[BopObject]:
         gts = self.scene_gt.get(str(im_id), [])
         infos = self.scene_gt_info.get(str(im_id), [])
+        if not isinstance(gts, list) or not isinstance(infos, list):
+            raise TypeError("the instances of an image must be a list")
         out = []
         for k, g in enumerate(gts):
             try:
@@ -186,10 +234,13 @@ class BopScene:
             except (KeyError, ValueError, TypeError) as e:
                 raise BopFormatError(f"{self.dir}/scene_gt.json image {im_id} instance {k}: {e}") from e
             info = infos[k] if k < len(infos) else {}
+            vf = info.get("visib_fract")
+            if vf is not None:
+                vf = float(vf)
             mp = self.dir / "mask" / f"{im_id:06d}_{k:06d}.png"
             mvp = self.dir / "mask_visib" / f"{im_id:06d}_{k:06d}.png"
             out.append(BopObject(k, oid, make_transform(R, t), info.get("bbox_obj"), info.get("bbox_visib"),
-                                 info.get("visib_fract"), mp if mp.is_file() else None,
+                                 vf, mp if mp.is_file() else None,
                                  mvp if mvp.is_file() else None))
         return out
 
@@ -197,8 +248,9 @@ class BopScene:
         w = self.scene_world
         if not w:
             return None
-        f = w.get("frames", {}).get(str(im_id))
-        return None if f is None else np.asarray(f["T_world_cam"], float)
+        with _malformed(f"{self.dir}/scene_world.json, image {im_id}"):
+            f = w.get("frames", {}).get(str(im_id))
+            return None if f is None else np.asarray(f["T_world_cam"], float).reshape(4, 4)
 
 
 def read_camera(entry: dict[str, Any], width: int, height: int) -> tuple[CameraModel, float]:
@@ -237,8 +289,8 @@ def check_image(path: str | Path) -> tuple[int, int]:
             with Image.open(p) as im:
                 size = im.size
                 im.verify()
-        except (OSError, SyntaxError, ValueError) as e:
-            raise BopFormatError(f"unreadable image {p}: {e}") from e
+        except Exception as e:  # OSError, SyntaxError, struct.error, DecompressionBombError...: all corrupt
+            raise BopFormatError(f"unreadable image {p}: {type(e).__name__}: {e}") from e
         return int(size[0]), int(size[1])
     img = read_rgb(p)
     return img.shape[1], img.shape[0]
@@ -247,13 +299,17 @@ def check_image(path: str | Path) -> tuple[int, int]:
 def read_frame(scene: BopScene | str | Path, im_id: int, *, load_depth: bool = True) -> BopFrame:
     """One frame of a scene, everything in metres. Raises :class:`BopFormatError` for missing/corrupt files."""
     sc = scene if isinstance(scene, BopScene) else BopScene(scene)
-    entry = sc.scene_camera.get(str(im_id))
+    with _malformed(f"{sc.dir}/scene_camera.json"):
+        entry = sc.scene_camera.get(str(im_id))
     if entry is None:
         raise BopFormatError(f"{sc.dir}: no camera for im_id {im_id}")
     rgb_path = sc.image_path(im_id)
     rgb = read_rgb(rgb_path)
     h, w = rgb.shape[:2]
-    cam, scale = read_camera(entry, w, h)
+    with _malformed(f"{sc.dir}/scene_camera.json, image {im_id}"):
+        cam, scale = read_camera(entry, w, h)
+        if not (np.all(np.isfinite(cam.K)) and np.isfinite(scale)):
+            raise ValueError("non-finite camera values")
     dpath = sc.depth_path(im_id)
     depth = None
     if load_depth and dpath is not None:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bopask_vlm.answers.types import Task
-from bopask_vlm.datagen.bop_reader import list_scenes
+from bopask_vlm.datagen.bop_reader import BopFormatError, list_scenes
 from bopask_vlm.datagen.object_names import object_names
 from bopask_vlm.datagen.scene_tasks import Options, process_scene
 from bopask_vlm.datagen.shards import shard_path, write_card, write_shard
+from bopask_vlm.geometry import GeometryError
 
 
 class DatagenError(ValueError):
@@ -26,7 +27,11 @@ def _job(args: tuple[str, str, int, Options, Any]) -> dict[str, Any]:
         from bopask_vlm.datagen.qa import openai_rephraser
 
         rephrase = openai_rephraser(**rephrase_cfg)
-    res = process_scene(scene_dir, out_dir, seed, opts, rephrase)
+    try:
+        res = process_scene(scene_dir, out_dir, seed, opts, rephrase)
+    except (BopFormatError, GeometryError) as e:  # a corrupt scene-level file: report the scene, run the others
+        return {"scene": scene_dir, "records": 0, "frames_ok": 0, "errors": [
+            {"scene": str(scene_dir), "im_id": None, "stage": "scene", "error": f"{type(e).__name__}: {e}"}]}
     sd = Path(scene_dir)
     write_shard(shard_path(Path(out_dir), sd.parent.name, int(sd.name)), res.records)
     return {"scene": scene_dir, "records": len(res.records), "frames_ok": res.frames_ok, "errors": res.errors}

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from bopask_vlm import gripper as G
 from bopask_vlm.answers.types import GraspAnswer, PoseAnswer, RearrangementAnswer, Task, TrajectoryAnswer, YesNoAnswer
 from bopask_vlm.datagen import cuboids, grasps, relations, trajectories
-from bopask_vlm.datagen.bop_reader import BopFormatError, BopScene, check_image, read_depth_m
+from bopask_vlm.datagen.bop_reader import BopFormatError, BopScene, check_image, load_model_mesh, read_depth_m
 from bopask_vlm.datagen.object_names import name_of
 from bopask_vlm.datagen.qa import QuestionMaker, describe_instances
 from bopask_vlm.datagen.world_frame import SceneWorld, fit_world_frame
@@ -45,9 +45,7 @@ class SceneOutput:
 
 @lru_cache(maxsize=64)
 def _model_mesh(path: str) -> Any:
-    import trimesh
-
-    m = trimesh.load(path, process=False, force="mesh")
+    m = load_model_mesh(path)  # a corrupt PLY is a BopFormatError: the scene is reported, not the run lost
     m.apply_scale(0.001)
     return m
 

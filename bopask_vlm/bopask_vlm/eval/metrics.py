@@ -143,12 +143,25 @@ class Box3D:
 
 
 def box_iou_3d(a: Box3D, b: Box3D) -> float:
-    """Exact volume IoU of two oriented boxes, any rotations. Disjoint or touching boxes give 0."""
+    """Exact volume IoU of two oriented boxes, any rotations. Disjoint or touching boxes give 0.
+
+    IoU does not depend on position or scale, so the pair is first moved to a common centre and divided
+    by the larger box's longest side: the linear program's and Qhull's absolute tolerances then act on
+    unit-sized boxes, and millimetre or micrometre boxes get the same IoU as metre ones.
+    """
     from scipy.optimize import linprog
     from scipy.spatial import ConvexHull, HalfspaceIntersection, QhullError
 
+    if a.volume <= 0 or b.volume <= 0:
+        return 0.0
+    unit = float(max(a.size.max(), b.size.max()))
+    origin = (a.center + b.center) / 2.0
+    if not np.isfinite(unit) or not np.all(np.isfinite(origin)):
+        raise MetricError("box_iou_3d: boxes must have finite centres and sizes")
+    a = Box3D((a.center - origin) / unit, a.R, a.size / unit)
+    b = Box3D((b.center - origin) / unit, b.R, b.size / unit)
     va, vb = a.volume, b.volume
-    if va <= 0 or vb <= 0:
+    if va <= 0 or vb <= 0:  # a side underflowed to 0 relative to the other box: no measurable overlap
         return 0.0
     hs = np.vstack([a.halfspaces(), b.halfspaces()])
     A, d = hs[:, :3], hs[:, 3]
