@@ -24,6 +24,7 @@ from bopask_vlm.answers import (
     Task,
     YesNoAnswer,
     from_model,
+    model_extent,
     parse_answer_json,
     parse_answer_text,
 )
@@ -108,9 +109,18 @@ def validate_answer(answer: Answer, width: int, height: int, raw_text: str = "")
 
 def decode_answer(task: Task, raw_text: str, convention: CoordConvention | str, width: int, height: int,
                   is_json: bool = False, resize: ResizePolicy | None = None) -> Answer:
-    """Strictly parse a model's raw output, convert it to original pixels and validate it."""
+    """Strictly parse a model's raw output, convert it to original pixels and validate it.
+
+    A JSON answer is parsed under exactly what the JSON schema sent with the request allowed (the
+    convention's extent and its integers-only rule), so an answer a constrained decoder could not have
+    produced is refused here too."""
+    conv = CoordConvention(convention)
     try:
-        parsed = parse_answer_json(task, raw_text) if is_json else parse_answer_text(task, raw_text)
+        if is_json:
+            ex, ey = model_extent(conv, width, height, resize)
+            parsed = parse_answer_json(task, raw_text, ex, ey, integer=conv.integer)
+        else:
+            parsed = parse_answer_text(task, raw_text)
     except AnswerParseError as e:
         raise VLMAnswerError(f"unparseable {task.value} answer: {e}", raw_text) from e
     if isinstance(parsed, YesNoAnswer) and parsed.task is not task:
