@@ -11,7 +11,7 @@ import yaml
 from bopask_ros.params import PARAMS, SPECS, NodeParams, ParamError, flatten
 
 CONFIG = Path(__file__).resolve().parents[1] / "bopask_ros" / "config"
-NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "node.py"
+NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "ros" / "node.py"
 
 
 def _node_yaml_params() -> dict:
