@@ -53,7 +53,7 @@ class NodeProcess:
         env = ros_env()
         env["PYTHONPATH"] = node_source_path()
         self.log = log
-        self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(log, "w")
         self.proc = subprocess.Popen(args, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=REPO)
 
     def output(self) -> str:
@@ -234,7 +234,7 @@ class FakeVLMServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 question = body["messages"][0]["content"][1]["text"]
                 task = body.get("response_format", {}).get("json_schema", {}).get("name", "bopask_").split("_", 1)[1]
