@@ -124,6 +124,8 @@ class GoalRun:
     def accepted(self, timeout_s: float = 30.0) -> bool:
         wait_for(self._fut.done, timeout_s, "goal response")
         self.handle = self._fut.result()
+        if self.handle.accepted and self._result_fut is None:
+            self._result_fut = self.handle.get_result_async()
         return bool(self.handle.accepted)
 
     def result(self, timeout_s: float = 60.0) -> tuple[int, Any]:
@@ -145,6 +147,29 @@ class GoalRun:
         fut = self.handle.cancel_goal_async()
         wait_for(fut.done, 30.0, "cancel response")
         return fut.result()
+
+
+class FeedbackTap:
+    """The feedback of every goal of one action, read from the action's feedback topic itself: rclpy's
+    ActionClient drops feedback that arrives after the goal's result, and the last stage (published just
+    before the result) can arrive after it."""
+
+    def __init__(self, client: RosClient, action_cls: Any, action_name: str) -> None:
+        self.stages: dict[bytes, list[str]] = {}
+        client.node.create_subscription(action_cls.Impl.FeedbackMessage, f"{action_name}/_action/feedback",
+                                        self._on, 50)
+
+    def _on(self, msg: Any) -> None:
+        self.stages.setdefault(bytes(msg.goal_id.uuid), []).append(msg.feedback.feedback.stage)
+
+    def of(self, run: GoalRun, n: int, timeout_s: float = 10.0) -> list[str]:
+        """The stages of ``run``'s goal once ``n`` have come (or what came within the timeout)."""
+        gid = bytes(run.handle.goal_id.uuid)
+        try:
+            wait_for(lambda: len(self.stages.get(gid, [])) >= n, timeout_s, "the feedback")
+        except TimeoutError:
+            pass
+        return list(self.stages.get(gid, []))
 
 
 def image_msg(arr: np.ndarray, encoding: str, frame_id: str) -> Any:
