@@ -29,8 +29,10 @@ DOMAIN_ID = 10 + os.getpid() % 90
 
 def ros_env() -> dict[str, str]:
     """The environment of this session's DDS domain (also set in this process before rclpy.init)."""
+    # (ROS_LOCALHOST_ONLY is Jazzy's deprecated spelling of the discovery range: it must stay unset)
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
     env = {"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_LOCALHOST_ONLY": "1", "RCUTILS_COLORIZED_OUTPUT": "0", "PYTHONUNBUFFERED": "1"}
+           "RCUTILS_COLORIZED_OUTPUT": "0", "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     return dict(os.environ)
 
@@ -112,6 +114,15 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
+def wait_future(fut: Any, timeout_s: float, what: str) -> Any:
+    """An rclpy future's result, woken by its done callback (no polling delay)."""
+    done = threading.Event()
+    fut.add_done_callback(lambda _: done.set())
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"{what} not received within {timeout_s} s")
+    return fut.result()
+
+
 class GoalRun:
     """One goal through an ActionClient: acceptance, feedback stages, result."""
 
@@ -122,8 +133,7 @@ class GoalRun:
         self.handle: Any = None
 
     def accepted(self, timeout_s: float = 30.0) -> bool:
-        wait_for(self._fut.done, timeout_s, "goal response")
-        self.handle = self._fut.result()
+        self.handle = wait_future(self._fut, timeout_s, "goal response")
         if self.handle.accepted and self._result_fut is None:
             self._result_fut = self.handle.get_result_async()
         return bool(self.handle.accepted)
@@ -134,8 +144,7 @@ class GoalRun:
             assert self.accepted(timeout_s), "goal was rejected"
         if self._result_fut is None:
             self._result_fut = self.handle.get_result_async()
-        wait_for(self._result_fut.done, timeout_s, "goal result")
-        r = self._result_fut.result()
+        r = wait_future(self._result_fut, timeout_s, "goal result")
         return r.status, r.result
 
     def done(self) -> bool:
@@ -203,7 +212,6 @@ class CameraPublisher:
 
     def __init__(self, client: RosClient, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray,
                  frame_id: str = "camera_color_optical_frame", rate_hz: float = 10.0) -> None:
-        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
         self.client = client
@@ -212,9 +220,9 @@ class CameraPublisher:
         self.depth = image_msg(depth_mm.astype(np.uint16), "16UC1", frame_id)
         self.info = info_msg(K, rgb.shape[1], rgb.shape[0], frame_id)
         node = client.node
-        self.pubs = [node.create_publisher(Image, self.COLOR, qos_profile_sensor_data),
-                     node.create_publisher(Image, self.DEPTH, qos_profile_sensor_data),
-                     node.create_publisher(CameraInfo, self.INFO, qos_profile_sensor_data)]
+        # realsense-ros' default image QoS (SYSTEM_DEFAULT: reliable, keep last); the node subscribes best effort
+        self.pubs = [node.create_publisher(Image, self.COLOR, 5), node.create_publisher(Image, self.DEPTH, 5),
+                     node.create_publisher(CameraInfo, self.INFO, 5)]
         self.period = 1.0 / rate_hz
         self.paused = threading.Event()
         self.published = 0
