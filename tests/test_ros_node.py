@@ -270,3 +270,48 @@ def test_cancel_stops_motion_only_for_the_running_goal():
     finally:
         rclpy.try_shutdown(context=ctx)
 
+
+
+def test_calibration_tf_without_or_with_a_wrong_calibration_names_what_is_missing():
+    from bopask_ros.params import CameraCalibration
+    from bopask_ros.ros.node import CalibrationTF
+    from bopask_ros.tf_buffer import FrameNotFoundError, TransformError
+
+    with pytest.raises(TransformError, match="missing calibration: tf_source is calibration"):
+        CalibrationTF(None).lookup_transform("base_link", "camera_color_optical_frame")
+    tf = CalibrationTF(CameraCalibration("base_link", "camera_color_optical_frame", (0.1, 0, 0.5), (0, 0, 0, 1)))
+    assert tf.lookup_transform("base_link", "camera_color_optical_frame")[0, 3] == pytest.approx(0.1)
+    with pytest.raises(FrameNotFoundError, match="missing calibration for cam2_optical -> base_link"):
+        tf.lookup_transform("base_link", "cam2_optical")
+
+
+def test_cancellable_client_returns_when_the_goal_is_canceled():
+    import threading
+
+    from bopask_ros.ros.node import CancellableClient, VLMCanceled
+
+    release = threading.Event()
+
+    class BlockingClient:
+        """Stands in for a VLM whose answer takes long: returns only when released."""
+
+        model = "blocking"
+
+        def ask(self, request):
+            release.wait(30)
+            return request
+
+    c = CancellableClient(BlockingClient(), poll_s=0.01)
+    try:
+        flag = threading.Event()
+        c.set_cancel(flag.is_set)
+        threading.Timer(0.1, flag.set).start()
+        with pytest.raises(VLMCanceled, match="canceled while waiting"):
+            c.ask("q")
+        assert not release.is_set()  # it returned while the request was still in flight
+        c.set_cancel(None)
+        release.set()
+        assert c.ask("direct") == "direct"  # without a goal's cancel flag: a plain call
+    finally:
+        release.set()
+        c.shutdown()
