@@ -315,3 +315,19 @@ def test_cancellable_client_returns_when_the_goal_is_canceled():
     finally:
         release.set()
         c.shutdown()
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"motion_backend": "none"}, "tf_source tf2 needs tf2_ros"),  # the robot default, without tf2_ros here
+    ({"tf_source": "calibration"}, "motion_backend moveit needs the MoveIt config"),
+    ({"tf_source": "calibration", "motion_backend": "teleport"}, "motion_backend 'teleport' is not one of"),
+    ({"tf_source": "calibration", "motion_backend": "none", "vlm_client": "oracle"}, "needs oracle_records"),
+])
+def test_the_node_refuses_to_start_with_a_clear_reason(tmp_path, params, message):
+    node = NodeProcess(params, tmp_path / "node.log")
+    try:
+        rc = node.proc.wait(60)
+    finally:
+        node.stop()
+    out = node.output()
+    assert rc == 2 and message in out and "Traceback" not in out, out
