@@ -211,10 +211,20 @@ class CameraPublisher:
     INFO = "/camera/camera/color/camera_info"
 
     def __init__(self, client: RosClient, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray,
-                 frame_id: str = "camera_color_optical_frame", rate_hz: float = 10.0) -> None:
+                 frame_id: str = "camera_color_optical_frame", rate_hz: float = 10.0, prefix: str = "",
+                 sim_start_s: float | None = None) -> None:
+        """``prefix``: put before the topic names; ``sim_start_s``: publish ``/clock`` (sim time starting
+        there, advancing with the frames) and stamp the frames with it; :meth:`jump` sets it (a bag loop)."""
         from sensor_msgs.msg import CameraInfo, Image
 
         self.client = client
+        self.COLOR, self.DEPTH, self.INFO = (prefix + t for t in (self.COLOR, self.DEPTH, self.INFO))
+        self.sim_ns: int | None = None if sim_start_s is None else int(sim_start_s * 1e9)
+        self.clock_pub = None
+        if sim_start_s is not None:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = client.node.create_publisher(Clock, "/clock", 10)
         self.frame_id = frame_id
         self.color = image_msg(rgb, "rgb8", frame_id)
         self.depth = image_msg(depth_mm.astype(np.uint16), "16UC1", frame_id)
@@ -230,10 +240,25 @@ class CameraPublisher:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def jump(self, to_s: float) -> None:
+        """Sim time jumps to ``to_s`` (e.g. back: a bag replayed in a loop)."""
+        self.sim_ns = int(to_s * 1e9)
+
+    def _stamp(self) -> Any:
+        if self.sim_ns is None:
+            return self.client.node.get_clock().now().to_msg()
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        t = Time(sec=self.sim_ns // 1_000_000_000, nanosec=self.sim_ns % 1_000_000_000)
+        self.clock_pub.publish(Clock(clock=t))
+        self.sim_ns += int(self.period * 1e9)
+        return t
+
     def _run(self) -> None:
         while not self._stop.is_set():
             if not self.paused.is_set():
-                stamp = self.client.node.get_clock().now().to_msg()
+                stamp = self._stamp()
                 for msg, pub in zip((self.color, self.depth, self.info), self.pubs):
                     msg.header.stamp = stamp
                     msg.header.frame_id = self.frame_id

@@ -76,23 +76,28 @@ def env(world, tmp_path_factory):
 
     logs = tmp_path_factory.mktemp("ros_faults_logs")
     server = FakeVLMServer(_answer)
-    reject = NodeProcess(_node_params(world, server), logs / "reject.log")
-    queue = NodeProcess(_node_params(world, server, busy_policy="queue", queue_size=1), logs / "queue.log",
-                        namespace="/queue")
+    sim_topics = {k: "/sim" + CameraPublisher.__dict__[t] for k, t in
+                  (("color_topic", "COLOR"), ("depth_topic", "DEPTH"), ("camera_info_topic", "INFO"))}
+    nodes = {"reject": NodeProcess(_node_params(world, server), logs / "reject.log"),
+             "queue": NodeProcess(_node_params(world, server, busy_policy="queue", queue_size=1),
+                                  logs / "queue.log", namespace="/queue"),
+             "sim": NodeProcess(_node_params(world, server, use_sim_time=True, **sim_topics), logs / "sim.log",
+                                namespace="/sim")}
     client = RosClient("bopask_fault_client")
     cam = CameraPublisher(client, world["rgb"], world["depth_mm"], world["K"])
     cam.paused.set()
+    sim_cam = CameraPublisher(client, world["rgb"], world["depth_mm"], world["K"], prefix="/sim", sim_start_s=1000.0)
     acs = {"reject": ActionClient(client.node, Rearrangement, "/bopask_node/rearrangement"),
-           "queue": ActionClient(client.node, Rearrangement, "/queue/bopask_node/rearrangement")}
+           "queue": ActionClient(client.node, Rearrangement, "/queue/bopask_node/rearrangement"),
+           "sim": ActionClient(client.node, Rearrangement, "/sim/bopask_node/rearrangement")}
     try:
         for name, ac in acs.items():
-            proc = reject if name == "reject" else queue
-            assert ac.wait_for_server(timeout_sec=60), f"{name} node not up:\n{proc.output()}"
-        yield {"server": server, "nodes": {"reject": reject, "queue": queue}, "client": client, "cam": cam,
-               "ac": acs}
+            assert ac.wait_for_server(timeout_sec=60), f"{name} node not up:\n{nodes[name].output()}"
+        yield {"server": server, "nodes": nodes, "client": client, "cam": cam, "sim_cam": sim_cam, "ac": acs}
     finally:
         cam.close()
-        for proc in (reject, queue):
+        sim_cam.close()
+        for proc in nodes.values():
             proc.stop()
         client.close()
         server.stop()
@@ -242,6 +247,34 @@ def test_a_queued_goal_canceled_leaves_without_stopping_the_running_one(env):
     status, result = first.result()
     assert status == GoalStatus.STATUS_SUCCEEDED and result.status.code == 0
     _serves(env, "queue")
+
+
+def test_bag_loop_under_sim_time_goals_use_the_new_pass_not_the_last_frame_of_the_first(env):
+    """Defect 13 end to end: /clock and the frame stamps jump back (a bag replayed in a loop); no goal may
+    succeed on the first pass's last frame, and goals succeed on the new pass's frames."""
+    cam = env["sim_cam"]
+
+    def run() -> tuple[int, float]:
+        _, result = GoalRun(env["ac"]["sim"], _goal("the mug")).result()
+        st = result.objects_to_move[0].point.header.stamp if result.objects_to_move else None
+        return result.status.code, (st.sec + st.nanosec * 1e-9) if st else float("nan")
+
+    wait_for(lambda: run()[0] == 0, 20, "a goal on the first pass")
+    code, stamp = run()
+    assert code == 0 and 1000.0 <= stamp < 1100.0
+    n0 = cam.published
+    cam.jump(500.0)
+    # the goals below start once the node has had the jumped /clock and frames for a few ticks
+    wait_for(lambda: cam.published >= n0 + 3, 10, "the jump published")
+    seen = []
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        code, stamp = run()
+        seen.append((code, stamp))
+        if code == 0:
+            break
+    assert seen[-1][0] == 0 and 500.0 <= seen[-1][1] < 600.0, seen
+    assert all(c != 0 or s < 1000.0 for c, s in seen), seen  # never the old pass's frame
 
 
 def test_sigint_shuts_the_nodes_down_cleanly(env):

@@ -222,15 +222,30 @@ def test_frames_counted_and_node_log_clean(ros):
     assert "dropping" not in out, out  # every published message was converted
 
 
-def test_cancel_stops_motion_only_for_the_running_goal():
-    """The node's cancel callback, in-process with a stand-in motion backend (moveit_py cannot run here):
-    a cancel for a queued goal must not stop the running goal's motion (defect 5)."""
-    from types import SimpleNamespace
-
+@pytest.fixture
+def inproc_node():
+    """A BopaskNode in this process (its own rclpy context, not spun), for the callbacks' own logic."""
     import rclpy
-    from rclpy.action import CancelResponse
 
     from bopask_ros.ros.node import BopaskNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=["--ros-args", "-p", "tf_source:=calibration", "-p", "motion_backend:=none",
+                                  "-r", "__ns:=/inproc"])
+    node = BopaskNode(context=ctx)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_cancel_stops_motion_only_for_the_running_goal(inproc_node):
+    """A cancel for a queued goal must not stop the running goal's motion (defect 5); with a stand-in
+    motion backend (moveit_py cannot run here)."""
+    from types import SimpleNamespace
+
+    from rclpy.action import CancelResponse
 
     class StandInPlanner:
         """Stands in for MoveItPlanner: only records stop() calls."""
@@ -241,35 +256,76 @@ def test_cancel_stops_motion_only_for_the_running_goal():
         def stop(self) -> None:
             self.stops += 1
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, args=["--ros-args", "-p", "tf_source:=calibration", "-p", "motion_backend:=none",
-                                  "-r", "__ns:=/cancel_unit"])
-    try:
-        from rclpy.node import Node
+    node = inproc_node
+    node.planner = StandInPlanner()
+    running, queued = bytes(range(16)), bytes(range(1, 17))
+    node._running_goal = running
+    handle = lambda gid: SimpleNamespace(goal_id=SimpleNamespace(uuid=list(gid)))  # noqa: E731
+    assert node._on_cancel(handle(queued)) == CancelResponse.ACCEPT
+    assert node.planner.stops == 0
+    assert node._on_cancel(handle(running)) == CancelResponse.ACCEPT
+    assert node.planner.stops == 1
 
-        orig = Node.__init__
 
-        def with_ctx(self, *a, **k):  # BopaskNode() takes no context argument: give it this test's
-            k.setdefault("context", ctx)
-            orig(self, *a, **k)
+def test_any_exception_in_the_camera_callbacks_is_caught(inproc_node):
+    """Defect 14: not only ValueError; nothing leaves the callback (it would end the executor's spin)."""
+    node = inproc_node
+    node._on_camera("color", object())  # no header at all: AttributeError inside
+    from sensor_msgs.msg import CameraInfo, Image
 
-        Node.__init__ = with_ctx
-        try:
-            node = BopaskNode()
-        finally:
-            Node.__init__ = orig
-        node.planner = StandInPlanner()
-        running, queued = bytes(range(16)), bytes(range(1, 17))
-        node._running_goal = running
-        handle = lambda gid: SimpleNamespace(goal_id=SimpleNamespace(uuid=list(gid)))  # noqa: E731
-        assert node._on_cancel(handle(queued)) == CancelResponse.ACCEPT
-        assert node.planner.stops == 0
-        assert node._on_cancel(handle(running)) == CancelResponse.ACCEPT
-        assert node.planner.stops == 1
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=ctx)
+    bad_info = CameraInfo(width=4, height=4, k=[0.0] * 9)  # zero focal length
+    good = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
+    depth = Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(32))
+    for stream, msg in (("color", good), ("depth", depth), ("info", bad_info)):
+        node._on_camera(stream, msg)  # the set is made, its camera_info does not convert
+    assert node.sync.stats.frames == 1 and node.frames.latest() is None
 
+
+def test_tf2_source_uses_the_node_clock(inproc_node, monkeypatch):
+    """Defect 12: tf2_ros.Buffer(node=...) so the buffer runs on the node's (sim) clock. tf2_ros is not on
+    PyPI: a stand-in module records how the adapter builds and uses it."""
+    import sys
+    import types
+
+    from geometry_msgs.msg import TransformStamped
+
+    from bopask_ros.ros.node import Tf2Adapter
+    from bopask_ros.tf_buffer import FrameNotFoundError
+
+    made: dict = {}
+    fake = types.ModuleType("tf2_ros")  # a stand-in for tf2_ros (not installable here)
+
+    class TransformException(Exception):
+        pass
+
+    class LookupException(TransformException):
+        pass
+
+    class ExtrapolationException(TransformException):
+        pass
+
+    class Buffer:
+        def __init__(self, cache_time=None, node=None):
+            made["node"] = node
+
+        def lookup_transform(self, target, source, when, timeout=None):
+            if source == "nowhere":
+                raise LookupException("frame nowhere does not exist")
+            made["when"] = when
+            t = TransformStamped()
+            t.transform.translation.x, t.transform.rotation.w = 0.25, 1.0
+            return t
+
+    fake.Buffer, fake.TransformListener = Buffer, lambda buffer, node: made.setdefault("listener", node)
+    fake.TransformException, fake.LookupException = TransformException, LookupException
+    fake.ExtrapolationException = ExtrapolationException
+    monkeypatch.setitem(sys.modules, "tf2_ros", fake)
+    tf = Tf2Adapter(inproc_node, 0.1)
+    assert made["node"] is inproc_node and made["listener"] is inproc_node
+    T = tf.lookup_transform("base_link", "camera_color_optical_frame", 12.5)
+    assert T[0, 3] == 0.25 and made["when"].nanoseconds == 12_500_000_000
+    with pytest.raises(FrameNotFoundError, match="nowhere"):
+        tf.lookup_transform("base_link", "nowhere", 1.0)
 
 
 def test_calibration_tf_without_or_with_a_wrong_calibration_names_what_is_missing():

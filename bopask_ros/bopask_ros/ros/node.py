@@ -211,9 +211,10 @@ class RecordIndex:
 
 # -- the node ------------------------------------------------------------------------------------------
 class BopaskNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, **node_kwargs: Any) -> None:
+        """``node_kwargs`` go to rclpy's Node (e.g. ``context``, ``cli_args``)."""
         # the MoveIt config arrives as parameter overrides from the launch file (moveit_py reads it)
-        super().__init__("bopask_node", automatically_declare_parameters_from_overrides=True)
+        super().__init__("bopask_node", automatically_declare_parameters_from_overrides=True, **node_kwargs)
         for spec in PARAMS:
             if not self.has_parameter(spec.name):
                 self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
