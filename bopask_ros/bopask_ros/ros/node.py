@@ -275,7 +275,8 @@ class BopaskNode(Node):
         return CalibrationTF(cal)
 
     def _make_planner(self) -> Any:
-        """The motion backend named by ``motion_backend`` (one entry per backend)."""
+        """The motion backend named by ``motion_backend``: one entry per backend (a :class:`Planner` or None),
+        each imported only when chosen; a new backend (e.g. ``"sim"``) is one more entry here."""
         backends: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "moveit": self._moveit_planner,
