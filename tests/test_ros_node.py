@@ -387,3 +387,37 @@ def test_the_node_refuses_to_start_with_a_clear_reason(tmp_path, params, message
         node.stop()
     out = node.output()
     assert rc == 2 and message in out and "Traceback" not in out, out
+
+
+def test_a_goal_accepted_but_never_executed_does_not_block_later_goals(inproc_node):
+    """Defect 11: rclpy accepts a goal (goal callback) and then fails to send the response, so neither the
+    accepted-goal nor the execute callback runs. Its ticket expires; an accepted goal's ticket is bound."""
+    from types import SimpleNamespace
+
+    from rclpy.action import GoalResponse
+
+    from bopask_ros.goal_gate import GoalGate
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    node = inproc_node
+    node.gate = GoalGate("reject", bind_timeout_s=5.0, clock=clock)
+    lost = SimpleNamespace(name="lost")  # its response never reaches the client
+    assert node._on_goal(lost) == GoalResponse.ACCEPT
+    assert node._on_goal(SimpleNamespace()) == GoalResponse.REJECT  # busy: the lost goal holds the place
+    clock.t = 6.0
+    req = SimpleNamespace(name="next")
+    assert node._on_goal(req) == GoalResponse.ACCEPT  # the lost goal's ticket expired
+    assert id(lost) not in node._pending
+    executed = []
+    handle = SimpleNamespace(request=req, goal_id=SimpleNamespace(uuid=list(range(16))),
+                             execute=lambda: executed.append(True))
+    node._on_accepted(handle)
+    assert executed == [True] and node._bound[bytes(range(16))] is not None
+    clock.t = 100.0  # a bound ticket does not expire while its goal runs
+    assert node._on_goal(SimpleNamespace()) == GoalResponse.REJECT

@@ -353,17 +353,17 @@ class BopaskNode(Node):
 
     # -- actions ---------------------------------------------------------------------------------
     def _on_goal(self, goal_request: Any) -> GoalResponse:
-        with self._tickets_lock:  # requests whose goal never came to exist (their tickets expired)
+        ticket, why = self.gate.admit()  # (drops the tickets of goals that never came to exist)
+        with self._tickets_lock:
             for key, (_, t) in list(self._pending.items()):
                 if not self.gate.holds(t):
                     del self._pending[key]
-        ticket, why = self.gate.admit()
+            if ticket is not None:
+                # rclpy hands the same request object to the goal handle; holding it keeps its id unique
+                self._pending[id(goal_request)] = (goal_request, ticket)
         if ticket is None:
             self.get_logger().warn(f"goal rejected: {why}")
             return GoalResponse.REJECT
-        # rclpy hands the same request object to the goal handle; holding it keeps its id unique
-        with self._tickets_lock:
-            self._pending[id(goal_request)] = (goal_request, ticket)
         return GoalResponse.ACCEPT
 
     def _on_accepted(self, goal_handle: Any) -> None:
