@@ -400,7 +400,8 @@ class BopaskNode(Node):
             objects = [req.object_description]
             if task is Task.TRAJECTORY:
                 objects.append(req.target_description)
-            execute = bool(getattr(req, "execute", False))
+            # the robot moves only when the goal asks and the node allows it (whatever the motion backend)
+            execute = bool(getattr(req, "execute", False)) and bool(self.params["allow_execution"])
             goal = Goal(task, objects, question=req.question or None, plan_only=not execute)
         if self.records is not None:
             goal.record = self.records.find(goal)
