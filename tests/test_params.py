@@ -11,7 +11,7 @@ import yaml
 from bopask_ros.params import PARAMS, SPECS, NodeParams, ParamError, flatten
 
 CONFIG = Path(__file__).resolve().parents[1] / "bopask_ros" / "config"
-NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "node.py"
+NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "ros" / "node.py"
 
 
 def _node_yaml_params() -> dict:
@@ -51,3 +51,39 @@ def test_node_declares_every_parameter_from_the_definition():
 def test_bad_values(overrides, msg):
     with pytest.raises(ParamError, match=msg):
         NodeParams.from_mapping(overrides)
+
+
+# -- the fixed camera calibration (tf_source: calibration) ----------------------------------------------
+def test_shipped_calibration_file_loads_and_reaches_the_optical_frame():
+    import numpy as np
+
+    from bopask_ros.params import CameraCalibration
+
+    cal = CameraCalibration.from_file(str(CONFIG / "camera_calibration.yaml"))
+    assert (cal.parent_frame, cal.child_frame) == ("panda_link0", "camera_link")
+    buf = cal.transform_buffer("camera_color_optical_frame")
+    T_link_opt = buf.lookup_transform("camera_link", "camera_color_optical_frame")
+    # REP-103: the optical z (forward) is camera_link's x, optical x (right) is -y, optical y (down) is -z
+    np.testing.assert_allclose(T_link_opt[:3, :3], [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], atol=1e-12)
+    T = buf.lookup_transform("panda_link0", "camera_color_optical_frame")
+    np.testing.assert_allclose(T[:3, 3], [1.20, 0.0, 0.60])
+    # the camera looks back at the robot (-x) and down (-z)
+    assert T[0, 2] < -0.5 and T[2, 2] < -0.5
+
+
+def test_calibration_from_parameters_and_errors(tmp_path):
+    from bopask_ros.params import CameraCalibration, calibration_of
+
+    assert calibration_of(NodeParams.from_mapping({})) is None  # nothing given
+    p = NodeParams.from_mapping({"calibration": {"parent_frame": "base", "translation": [0.1, 0.2, 0.3]}})
+    cal = calibration_of(p)
+    assert cal == CameraCalibration("base", "camera_color_optical_frame", (0.1, 0.2, 0.3), (0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ParamError, match="cannot be read"):
+        calibration_of(NodeParams.from_mapping({"calibration_file": str(tmp_path / "missing.yaml")}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parent_frame: base\ntranslation: [0, 0]\nrotation: [0, 0, 0, 1]\n")
+    with pytest.raises(ParamError, match="translation needs 3"):
+        CameraCalibration.from_file(str(bad))
+    bad.write_text("parent_frame: base\ntranslation: [0, 0, 0]\nrotation: [0, 0, 0, 2]\n")
+    with pytest.raises(ParamError, match="unit quaternion"):
+        CameraCalibration.from_file(str(bad))

@@ -53,7 +53,10 @@ def image_to_array(msg: Any) -> np.ndarray:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     dtype = np.dtype(dt).newbyteorder(">" if msg.is_bigendian else "<")
     row = w * c * dtype.itemsize
-    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
+    try:  # rclpy's array.array, bytes, a rosbags ndarray: no copy
+        buf = np.frombuffer(msg.data, np.uint8)
+    except (TypeError, ValueError):  # a list of ints (dict messages), a non-contiguous array
+        buf = np.frombuffer(bytes(np.asarray(msg.data, dtype=np.uint8)), np.uint8)
     if step < row or buf.size < h * step:
         raise ConversionError(f"{enc} image {w}x{h}: {buf.size} bytes with step {step}, need {h} rows of {row}")
     rows = buf[: h * step].reshape(h, step)[:, :row]
@@ -85,7 +88,17 @@ def depth_from_image(msg: Any, depth_scale: float = 1.0) -> NDArray[np.float32]:
 
 
 def camera_from_info(msg: Any) -> CameraModel:
-    """``sensor_msgs/CameraInfo`` -> :class:`CameraModel`."""
+    """``sensor_msgs/CameraInfo`` -> :class:`CameraModel`.
+
+    Distortion: the lifting undistorts pixels with OpenCV (``cv2.undistortPoints``), so ``plumb_bob``
+    and ``rational_polynomial`` are read as OpenCV's *forward* Brown-Conrady model (distorted pixel =
+    f(undistorted point), ROS's meaning of those names) and ``equidistant`` as OpenCV's fisheye model.
+    realsense-ros publishes the colour stream's *inverse* Brown-Conrady coefficients (librealsense's
+    RS2_DISTORTION_INVERSE_BROWN_CONRADY, which maps distorted to undistorted) labelled ``plumb_bob``.
+    On D4xx colour streams those coefficients are zero, so nothing is undistorted and nothing is lost;
+    non-zero ones would be applied the wrong way round (the node warns once when it sees any). Aligned
+    depth (``aligned_depth_to_color``) is in the colour image's geometry and takes its CameraInfo.
+    """
     try:
         return CameraModel.from_camera_info(msg)
     except ValueError as e:

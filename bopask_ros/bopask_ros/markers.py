@@ -1,5 +1,7 @@
 """RViz marker content for a pipeline result, ROS-free: the node turns these into
-``visualization_msgs/Marker`` (type constants as in that message)."""
+``visualization_msgs/Marker`` (type constants as in that message). The node publishes each result's
+markers as one ``MarkerArray`` that starts with a ``DELETEALL`` marker, so the previous result's
+skeletons and paths leave the screen (the markers have no lifetime)."""
 
 from __future__ import annotations
 

@@ -29,10 +29,17 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
               "depth aligned to the colour image (16UC1 millimetres or 32FC1 metres)"),
     ParamSpec("camera_info_topic", "/camera/camera/color/camera_info", "CameraInfo of the colour image"),
-    ParamSpec("sync_slop_s", 0.05, "largest stamp difference between colour and depth in one frame (s)"),
+    ParamSpec("sync_slop_s", 0.0, "largest stamp spread of colour, depth and camera_info in one frame (s); 0 = "
+              "identical stamps, what realsense-ros publishes with enable_sync"),
+    ParamSpec("sync_queue_size", 10, "messages kept per camera stream while waiting for their partners"),
     ParamSpec("max_frame_age_s", 1.0, "a goal is refused when the latest frame is older than this (s)"),
+    ParamSpec("max_frame_lead_s", 0.5, "a goal is refused when the latest frame is stamped this far ahead of the "
+              "node's clock (s): the clock went back (bag loop) and no frame of the new pass came yet"),
     ParamSpec("depth_scale", 1.0, "16UC1 depth units are depth_scale millimetres"),
     # VLM
+    ParamSpec("vlm_client", "openai", "openai: an OpenAI-compatible server (vLLM); oracle: answers from the QA "
+              "records of oracle_records (replay, tests, benchmarks)", ("openai", "oracle")),
+    ParamSpec("oracle_records", "", "QA records JSONL the oracle answers from (vlm_client oracle)"),
     ParamSpec("vlm_endpoint", "http://127.0.0.1:8000/v1", "OpenAI-compatible base URL (vLLM)"),
     ParamSpec("vlm_model", "bopask", "model name as served"),
     ParamSpec("vlm_convention", "pixels", "coordinate convention of the model's answers",
@@ -42,14 +49,24 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("vlm_api_key_env", "BOPASK_VLM_API_KEY", "environment variable holding the API key"),
     # frames and lifting
     ParamSpec("planning_frame", "panda_link0", "robot base frame targets are expressed in"),
+    ParamSpec("tf_source", "tf2", "camera pose from the TF tree (tf2: tf2_ros buffer + listener) or from a fixed "
+              "calibration (calibration_file or the calibration.* parameters)", ("tf2", "calibration")),
     ParamSpec("tf_timeout_s", 0.5, "how long to wait for the camera transform at the image stamp (s)"),
+    ParamSpec("calibration_file", "", "camera extrinsic YAML (config/camera_calibration.yaml layout); tf_source "
+              "calibration; empty: the calibration.* parameters"),
+    ParamSpec("calibration.parent_frame", "", "calibration without a file: the frame the camera pose is given in"),
+    ParamSpec("calibration.child_frame", "camera_color_optical_frame", "calibration without a file: the camera frame"),
+    ParamSpec("calibration.translation", [0.0, 0.0, 0.0], "calibration without a file: x y z (m)"),
+    ParamSpec("calibration.rotation", [0.0, 0.0, 0.0, 1.0], "calibration without a file: qx qy qz qw"),
     ParamSpec("patch_radius", 3, "half size of the depth patch read around each point (pixels)"),
     ParamSpec("waypoint_height", 0.12, "carrying height of trajectory waypoints above the table (m)"),
     # goals
     ParamSpec("busy_policy", "reject", "a goal arriving while another runs is rejected or queued",
               ("reject", "queue")),
     ParamSpec("queue_size", 1, "goals waiting at most, with busy_policy queue"),
-    # MoveIt and execution
+    # motion and execution
+    ParamSpec("motion_backend", "moveit", "what plans and executes the motion: moveit (moveit_py, the MoveIt config "
+              "passed as parameters by tabletop.launch.py) or none (answer, lift and check only)"),
     ParamSpec("allow_execution", False, "let goals that ask for execution move the robot"),
     ParamSpec("planning_group", "panda_arm", "MoveIt planning group of the arm"),
     ParamSpec("gripper_group", "hand", "MoveIt planning group of the gripper"),
@@ -146,6 +163,87 @@ class NodeParams:
 
     def client_config(self) -> dict[str, Any]:
         """The :func:`bopask_vlm.clients.make_client` config of the node's VLM."""
+        if self["vlm_client"] == "oracle":
+            return {"type": "oracle", "convention": self["vlm_convention"]}
         return {"type": "openai", "base_url": self["vlm_endpoint"], "model": self["vlm_model"],
                 "convention": self["vlm_convention"], "timeout_s": self["vlm_timeout_s"],
                 "retries": self["vlm_retries"], "api_key_env": self["vlm_api_key_env"]}
+
+
+# -- camera calibration (tf_source: calibration) ------------------------------------------------------
+#: camera_link -> camera_color_optical_frame without the driver's factory extrinsics: REP-103's optical
+#: rotation (z forward, x right, y down), no offset. realsense-ros publishes the real one (a D435's colour
+#: sensor sits ~15 mm beside camera_link) when it runs with publish_tf; a fixed calibration that is to
+#: be exact names the optical frame as its child_frame instead.
+LINK_TO_OPTICAL_ROTATION = (-0.5, 0.5, -0.5, 0.5)  # qx qy qz qw
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """A fixed camera extrinsic: the pose of ``child_frame`` in ``parent_frame`` (tf2 convention)."""
+
+    parent_frame: str
+    child_frame: str
+    translation: tuple[float, float, float]
+    rotation: tuple[float, float, float, float]  # qx qy qz qw, unit
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], where: str = "calibration") -> CameraCalibration:
+        """From the layout of ``config/camera_calibration.yaml``; a clear error for anything missing or malformed."""
+        import math
+
+        try:
+            parent = str(d["parent_frame"]).strip().lstrip("/")
+            child = str(d.get("child_frame", "camera_link")).strip().lstrip("/")
+            t = tuple(float(v) for v in d["translation"])
+            q = tuple(float(v) for v in d["rotation"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ParamError(f"{where}: needs parent_frame, child_frame, translation [x y z] and rotation "
+                             f"[qx qy qz qw] ({type(e).__name__}: {e})") from e
+        if not parent or not child or parent == child:
+            raise ParamError(f"{where}: parent_frame {parent!r} and child_frame {child!r} must be two frames")
+        if len(t) != 3 or len(q) != 4 or not all(math.isfinite(v) for v in t + q):
+            raise ParamError(f"{where}: translation needs 3 finite values, rotation 4 (qx qy qz qw)")
+        n = math.sqrt(sum(v * v for v in q))
+        if not 0.9 < n < 1.1:
+            raise ParamError(f"{where}: rotation is not a unit quaternion (norm {n:.3f})")
+        return cls(parent, child, t, tuple(v / n for v in q))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_file(cls, path: str) -> CameraCalibration:
+        import yaml
+
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f)
+        except OSError as e:
+            raise ParamError(f"calibration_file {path!r} cannot be read: {e}") from e
+        if not isinstance(doc, Mapping):
+            raise ParamError(f"calibration_file {path!r} is not a YAML mapping")
+        return cls.from_mapping(doc, where=f"calibration_file {path}")
+
+    def transform_buffer(self, image_frame: str = "camera_color_optical_frame") -> Any:
+        """A :class:`bopask_ros.tf_buffer.TransformBuffer` holding the calibration as a static transform,
+        and, when the calibration's child is ``camera_link`` and images come in ``image_frame``, the
+        nominal ``camera_link -> image_frame`` (:data:`LINK_TO_OPTICAL_ROTATION`)."""
+        from bopask_ros.tf_buffer import TransformBuffer
+        from bopask_vlm.geometry import make_transform
+
+        buf = TransformBuffer()
+        buf.set_transform(make_transform(list(self.rotation), list(self.translation)), self.parent_frame,
+                          self.child_frame, static=True)
+        if self.child_frame == "camera_link" and image_frame not in ("", "camera_link"):
+            buf.set_transform(make_transform(list(LINK_TO_OPTICAL_ROTATION), [0.0, 0.0, 0.0]), "camera_link",
+                              image_frame, static=True)
+        return buf
+
+
+def calibration_of(params: NodeParams) -> CameraCalibration | None:
+    """The node's fixed calibration: ``calibration_file``, else the ``calibration.*`` parameters, else None
+    (no calibration given)."""
+    if params["calibration_file"]:
+        return CameraCalibration.from_file(params["calibration_file"])
+    if not params["calibration.parent_frame"]:
+        return None
+    return CameraCalibration.from_mapping({k.split(".", 1)[1]: params[k] for k in params.values
+                                           if k.startswith("calibration.")}, where="calibration.* parameters")

@@ -1,22 +1,34 @@
 """bopask_node: the ROS 2 node. Converts messages, wires callbacks, and runs the ROS-free
 :class:`bopask_ros.pipeline.TaskPipeline` behind one action server per task.
 
-- RealSense colour, aligned depth and camera_info, time-synchronised (message_filters
-  ApproximateTimeSynchronizer), keep the latest frame (:class:`FrameCache`).
+- RealSense colour, aligned depth and camera_info: three plain sensor-data subscriptions paired by
+  stamp in the ROS-free :class:`bopask_ros.camera_sync.CameraSync` (``sync_slop_s`` 0 = the identical
+  stamps realsense-ros publishes with ``enable_sync``), the latest frame kept in
+  :class:`bopask_ros.frame_cache.FrameCache` (time going backwards, e.g. a bag loop, is followed).
 - Actions ``~/grasp``, ``~/pose``, ``~/trajectory``, ``~/rearrangement``, ``~/yes_no`` (bopask_msgs).
   One goal runs at a time (:class:`GoalGate`: reject or queue); feedback at each stage; cancel is
-  checked between stages and stops a running MoveIt execution.
-- tf2 for the camera pose at the image stamp; MoveIt 2 through moveit_py (optional: without a
-  MoveIt config the node answers and lifts, and plans nothing).
-- Markers of lifted points / gripper / waypoints and the 2D answer on a debug image.
-Runs in a MultiThreadedExecutor with reentrant callback groups (ros2/examples action servers).
+  checked between stages, interrupts the wait for the VLM, and stops a running motion of the goal it
+  is for; a canceled goal ends CANCELED.
+- The camera pose (``tf_source``): ``tf2`` (tf2_ros buffer on the node's clock + listener, the robot
+  default) or ``calibration`` (a fixed extrinsic from ``calibration_file`` / ``calibration.*``: the
+  node then needs no TF tree and runs on a pip-installed ROS 2 core).
+- Motion (``motion_backend``): ``moveit`` (moveit_py, imported only when chosen) or ``none``.
+- The VLM (``vlm_client``): an OpenAI-compatible server (vLLM), or the oracle answering from QA records.
+- RViz markers (cleared with DELETEALL before each result's) and the 2D answer on a debug image.
+Runs in a MultiThreadedExecutor with a reentrant callback group (ros2/examples action servers).
+
+``python -m bopask_ros.ros.node --ros-args --params-file config/bopask_node.yaml -p tf_source:=calibration ...``
 """
 
 from __future__ import annotations
 
+import array
+import concurrent.futures
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,8 +37,10 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 
+from bopask_ros.camera_sync import CameraSync
 from bopask_ros.conversions import (
     MessageFactory,
     array_to_image_fields,
@@ -34,15 +48,15 @@ from bopask_ros.conversions import (
     camera_from_info,
     depth_from_image,
     rgb_from_image,
-    stamp_to_sec,
 )
 from bopask_ros.frame_cache import FrameCache, NoFrameError
 from bopask_ros.goal_gate import GoalGate
 from bopask_ros.markers import result_markers
-from bopask_ros.params import PARAMS, NodeParams
+from bopask_ros.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
 from bopask_ros.tf_buffer import ExtrapolationError, FrameNotFoundError, TransformError
 from bopask_vlm.answers import Task
+from bopask_vlm.clients import VLMError
 from bopask_vlm.geometry import make_transform
 
 ACTIONS = {  # action name -> (interface class name, task)
@@ -52,6 +66,10 @@ ACTIONS = {  # action name -> (interface class name, task)
     "rearrangement": ("Rearrangement", Task.REARRANGEMENT),
     "yes_no": ("YesNoQuestion", None),
 }
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with these parameters (the message says what to change)."""
 
 
 def _lookup_class(type_name: str) -> Any:
@@ -65,14 +83,20 @@ def _lookup_class(type_name: str) -> Any:
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
+# -- camera pose sources ---------------------------------------------------------------------------
 class Tf2Adapter:
-    """tf2_ros.Buffer with the ROS-free TransformBuffer's lookup signature and errors."""
+    """tf2_ros.Buffer with the ROS-free TransformBuffer's lookup signature and errors. The buffer runs
+    on the node's clock (``Buffer(node=...)``), so sim time and its jumps (bag loops) are followed."""
 
     def __init__(self, node: Node, timeout_s: float) -> None:
-        import tf2_ros
-
+        try:
+            import tf2_ros
+        except ImportError as e:
+            raise StartupError("tf_source tf2 needs tf2_ros, which is not installed (it is not on PyPI; on a "
+                               "pip-installed ROS 2 core use tf_source:=calibration with calibration_file:=...)"
+                               ) from e
         self._tf2 = tf2_ros
-        self.buffer = tf2_ros.Buffer()
+        self.buffer = tf2_ros.Buffer(node=node)
         self.listener = tf2_ros.TransformListener(self.buffer, node)
         self.timeout_s = timeout_s
 
@@ -80,7 +104,7 @@ class Tf2Adapter:
         from rclpy.duration import Duration
         from rclpy.time import Time
 
-        when = Time() if not stamp else Time(nanoseconds=int(stamp * 1e9))
+        when = Time() if not stamp else Time(nanoseconds=int(round(stamp * 1e9)))
         try:
             t = self.buffer.lookup_transform(target, source, when, timeout=Duration(seconds=self.timeout_s))
         except self._tf2.ExtrapolationException as e:
@@ -93,10 +117,104 @@ class Tf2Adapter:
         return make_transform([r.x, r.y, r.z, r.w], [p.x, p.y, p.z])
 
 
+class CalibrationTF:
+    """A fixed camera extrinsic (``tf_source: calibration``) behind the TransformBuffer lookup: the
+    calibration's static transform(s) in a :class:`bopask_ros.tf_buffer.TransformBuffer`, one per image
+    frame id seen. Without a calibration every lookup fails with a reason that says what to set."""
+
+    def __init__(self, calibration: CameraCalibration | None) -> None:
+        self.calibration = calibration
+        self._buffers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def lookup_transform(self, target: str, source: str, stamp: float | None = None) -> np.ndarray:
+        cal = self.calibration
+        if cal is None:
+            raise TransformError("missing calibration: tf_source is calibration but neither calibration_file nor "
+                                 "calibration.parent_frame is set")
+        with self._lock:
+            buf = self._buffers.get(source)
+            if buf is None:
+                buf = self._buffers[source] = cal.transform_buffer(source)
+        try:
+            return buf.lookup_transform(target, source, None)
+        except TransformError as e:
+            raise type(e)(f"missing calibration for {source} -> {target}: the calibration gives "
+                          f"{cal.parent_frame} -> {cal.child_frame} ({e})") from e
+
+
+# -- the VLM -----------------------------------------------------------------------------------------
+class VLMCanceled(VLMError):
+    """The goal was canceled while its VLM request was in flight."""
+
+
+class CancellableClient:
+    """A VLM client whose ``ask`` returns as soon as the calling goal is canceled: the request runs on a
+    worker thread (its answer is dropped when it comes) while the goal's thread polls the cancel flag."""
+
+    def __init__(self, client: Any, poll_s: float = 0.05, workers: int = 4) -> None:
+        self.client = client
+        self.model = getattr(client, "model", "")
+        self.poll_s = float(poll_s)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlm")
+        self._local = threading.local()
+
+    def set_cancel(self, canceled: Callable[[], bool] | None) -> None:
+        """The cancel flag of the goal running on this thread (None: none)."""
+        self._local.canceled = canceled
+
+    def ask(self, request: Any) -> Any:
+        canceled = getattr(self._local, "canceled", None)
+        if canceled is None:
+            return self.client.ask(request)
+        fut = self._pool.submit(self.client.ask, request)
+        while True:
+            try:
+                return fut.result(timeout=self.poll_s)
+            except concurrent.futures.TimeoutError:
+                if canceled():
+                    raise VLMCanceled("canceled while waiting for the VLM answer") from None
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RecordIndex:
+    """The QA records the oracle answers from (``vlm_client: oracle``), found by task and objects."""
+
+    def __init__(self, path: str) -> None:
+        from bopask_vlm.eval.runner import load_records
+
+        if not path:
+            raise StartupError("vlm_client oracle needs oracle_records (a QA records JSONL, e.g. a bag's "
+                               "bopask_records.jsonl)")
+        try:
+            self.records = load_records([path])
+        except Exception as e:
+            raise StartupError(f"oracle_records {path!r} cannot be read: {type(e).__name__}: {e}") from e
+        if not self.records:
+            raise StartupError(f"oracle_records {path!r} holds no records")
+
+    def find(self, goal: Goal) -> Any:
+        task = Task(goal.task).value
+        want = [o.strip() for o in goal.objects if o and o.strip()]
+        for rec in self.records:
+            if Task(rec.task).value != task or [o.description for o in rec.objects] != want:
+                continue
+            if goal.question and goal.question != rec.question:
+                continue
+            if goal.relation and goal.relation not in rec.question:
+                continue
+            return rec
+        return None
+
+
+# -- the node ------------------------------------------------------------------------------------------
 class BopaskNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, **node_kwargs: Any) -> None:
+        """``node_kwargs`` go to rclpy's Node (e.g. ``context``, ``cli_args``)."""
         # the MoveIt config arrives as parameter overrides from the launch file (moveit_py reads it)
-        super().__init__("bopask_node", automatically_declare_parameters_from_overrides=True)
+        super().__init__("bopask_node", automatically_declare_parameters_from_overrides=True, **node_kwargs)
         for spec in PARAMS:
             if not self.has_parameter(spec.name):
                 self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
@@ -104,16 +222,21 @@ class BopaskNode(Node):
         self.safety = self.params.safety()
         self.factory = MessageFactory(_lookup_class)
         self.cb = ReentrantCallbackGroup()
-        self.frames = FrameCache(self.params["max_frame_age_s"])
+        self.sync = CameraSync(self.params["sync_slop_s"], self.params["sync_queue_size"])
+        self.frames = FrameCache(self.params["max_frame_age_s"], self.params["max_frame_lead_s"])
         self.gate = GoalGate(self.params["busy_policy"], self.params["queue_size"])
-        self._tickets: dict[int, int] = {}
+        self._pending: dict[int, tuple[Any, int]] = {}  # id(goal request) -> (request, ticket), until accepted
+        self._bound: dict[bytes, int] = {}  # goal id -> ticket
         self._tickets_lock = threading.Lock()
-        self.tf = Tf2Adapter(self, self.params["tf_timeout_s"])
+        self._running_goal: bytes | None = None
+        self._warned_distortion = False
+        self.tf = self._make_tf()
+        self.records = RecordIndex(self.params["oracle_records"]) if self.params["vlm_client"] == "oracle" else None
         self.planner = self._make_planner()
 
         from bopask_vlm.clients import make_client
 
-        self.client = make_client(self.params.client_config())
+        self.client = CancellableClient(make_client(self.params.client_config()))
         self.pipeline = TaskPipeline(self.client, self.tf, base_frame=self.params["planning_frame"],
                                      safety=self.safety, planner=self.planner,
                                      waypoint_height=self.params["waypoint_height"],
@@ -127,20 +250,50 @@ class BopaskNode(Node):
         self.servers = [
             ActionServer(self, _lookup_class(f"bopask_msgs/action/{iface}"), f"~/{name}",
                          execute_callback=self._executor_for(name), goal_callback=self._on_goal,
-                         cancel_callback=self._on_cancel, callback_group=self.cb)
+                         handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel,
+                         callback_group=self.cb)
             for name, (iface, _) in ACTIONS.items()
         ]
-        self.get_logger().info(f"bopask_node ready: VLM {self.params['vlm_endpoint']} ({self.params['vlm_model']}), "
-                               f"planning frame {self.params['planning_frame']}, "
-                               f"execution {'allowed' if self.params['allow_execution'] else 'disabled'}")
+        vlm = ("oracle on " + self.params["oracle_records"] if self.records is not None
+               else f"{self.params['vlm_endpoint']} ({self.params['vlm_model']})")
+        self.get_logger().info(f"bopask_node ready: VLM {vlm}, tf_source {self.params['tf_source']}, "
+                               f"motion_backend {self.params['motion_backend']}, planning frame "
+                               f"{self.params['planning_frame']}, execution "
+                               f"{'allowed' if self.params['allow_execution'] else 'disabled'}")
 
     # -- set-up ----------------------------------------------------------------------------------
+    def _make_tf(self) -> Any:
+        if self.params["tf_source"] == "tf2":
+            return Tf2Adapter(self, self.params["tf_timeout_s"])
+        cal = calibration_of(self.params)
+        if cal is None:
+            self.get_logger().warn("tf_source calibration without a calibration (calibration_file or "
+                                   "calibration.parent_frame): every goal that needs the camera pose fails")
+        elif cal.parent_frame != self.params["planning_frame"]:
+            self.get_logger().warn(f"the calibration's parent {cal.parent_frame} is not the planning frame "
+                                   f"{self.params['planning_frame']}: lookups will fail")
+        return CalibrationTF(cal)
+
     def _make_planner(self) -> Any:
+        """The motion backend named by ``motion_backend``: one entry per backend (a :class:`Planner` or None),
+        each imported only when chosen; a new backend (e.g. ``"sim"``) is one more entry here."""
+        backends: dict[str, Callable[[], Any]] = {
+            "none": lambda: None,
+            "moveit": self._moveit_planner,
+        }
+        name = self.params["motion_backend"]
+        if name not in backends:
+            raise StartupError(f"motion_backend {name!r} is not one of {sorted(backends)}")
+        return backends[name]()
+
+    def _moveit_planner(self) -> Any:
         if not self.has_parameter("robot_description_semantic"):
-            # moveit_py needs the MoveIt config passed as parameters (tabletop.launch.py does)
-            self.get_logger().warn("no MoveIt config given: goals are answered and lifted, not planned")
-            return None
-        from bopask_ros.ros.moveit_adapter import MoveItPlanner
+            raise StartupError("motion_backend moveit needs the MoveIt config as parameters (tabletop.launch.py "
+                               "passes it); use motion_backend:=none to answer, lift and check without MoveIt")
+        try:
+            from bopask_ros.ros.moveit_adapter import MoveItPlanner
+        except ImportError as e:
+            raise StartupError(f"motion_backend moveit needs moveit_py: {e}") from e
 
         own = {s.name for s in PARAMS} | {"use_sim_time"}
         config: dict[str, Any] = {}
@@ -155,53 +308,82 @@ class BopaskNode(Node):
         return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety)
 
     def _subscribe(self) -> None:
-        import message_filters
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
-        def sub(msg_type: Any, topic: str) -> Any:
-            # best effort matches both reliable and best-effort camera publishers; older message_filters
-            # releases take no callback_group keyword
-            try:
-                return message_filters.Subscriber(self, msg_type, topic, qos_profile_sensor_data, callback_group=self.cb)
-            except TypeError:
-                return message_filters.Subscriber(self, msg_type, topic, qos_profile_sensor_data)
+        # best effort (sensor data QoS) matches both reliable and best-effort camera publishers
+        self.camera_subs = [
+            self.create_subscription(msg_type, self.params[topic], self._camera_callback(stream),
+                                     qos_profile_sensor_data, callback_group=self.cb)
+            for stream, msg_type, topic in (("color", Image, "color_topic"), ("depth", Image, "depth_topic"),
+                                            ("info", CameraInfo, "camera_info_topic"))
+        ]
 
-        subs = [sub(Image, self.params["color_topic"]), sub(Image, self.params["depth_topic"]),
-                sub(CameraInfo, self.params["camera_info_topic"])]
-        self.sync = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=self.params["sync_slop_s"])
-        self.sync.registerCallback(self._on_frame)
+    def _camera_callback(self, stream: str) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            self._on_camera(stream, msg)
 
-    def _on_frame(self, color: Any, depth: Any, info: Any) -> None:
+        return callback
+
+    def _on_camera(self, stream: str, msg: Any) -> None:
+        """One camera message: into the sync, and a completed set into the frame cache. Nothing raised
+        here may leave the callback (it would end the executor's spin): bad messages are logged and dropped."""
         try:
-            frame = Frame(rgb=rgb_from_image(color), depth_m=depth_from_image(depth, self.params["depth_scale"]),
-                          camera=camera_from_info(info), stamp=stamp_to_sec(color.header.stamp),
-                          frame_id=color.header.frame_id)
-        except ValueError as e:
-            self.get_logger().warn(f"dropping frame: {e}", throttle_duration_sec=5.0)
-            return
-        self.frames.update(frame)
+            st = msg.header.stamp
+            synced = self.sync.add(stream, int(st.sec) * 1_000_000_000 + int(st.nanosec), msg)
+            if synced is None:
+                return
+            info = synced.info
+            if not self._warned_distortion and any(abs(float(v)) > 0 for v in info.d):
+                self._warned_distortion = True
+                self.get_logger().warn(
+                    f"camera_info has {info.distortion_model} coefficients {list(info.d)}: they are undistorted as "
+                    "OpenCV's (forward) Brown-Conrady. realsense-ros labels the colour stream's inverse "
+                    "Brown-Conrady as plumb_bob; see bopask_ros.conversions.camera_from_info")
+            frame = Frame(rgb=rgb_from_image(synced.color),
+                          depth_m=depth_from_image(synced.depth, self.params["depth_scale"]),
+                          camera=camera_from_info(info), stamp=synced.stamp_ns * 1e-9,
+                          frame_id=synced.color.header.frame_id)
+            if frame.depth_m is not None and frame.depth_m.shape != frame.rgb.shape[:2]:
+                raise ValueError(f"depth {frame.depth_m.shape[::-1]} is not aligned to the colour image "
+                                 f"{frame.rgb.shape[1::-1]} (use aligned_depth_to_color)")
+            self.frames.update(frame, synced.epoch)
+        except Exception as e:  # any bad message is dropped, the node goes on
+            self.get_logger().warn(f"dropping {stream} message: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
 
     # -- actions ---------------------------------------------------------------------------------
     def _on_goal(self, goal_request: Any) -> GoalResponse:
-        ticket, why = self.gate.admit()
+        ticket, why = self.gate.admit()  # (drops the tickets of goals that never came to exist)
+        with self._tickets_lock:
+            for key, (_, t) in list(self._pending.items()):
+                if not self.gate.holds(t):
+                    del self._pending[key]
+            if ticket is not None:
+                # rclpy hands the same request object to the goal handle; holding it keeps its id unique
+                self._pending[id(goal_request)] = (goal_request, ticket)
         if ticket is None:
             self.get_logger().warn(f"goal rejected: {why}")
             return GoalResponse.REJECT
-        # rclpy hands the same request object to the goal handle: key the ticket by it
-        with self._tickets_lock:
-            self._tickets[id(goal_request)] = ticket
         return GoalResponse.ACCEPT
 
+    def _on_accepted(self, goal_handle: Any) -> None:
+        """The goal exists (its response was sent): bind its ticket so it no longer expires, then run it."""
+        with self._tickets_lock:
+            req, ticket = self._pending.pop(id(goal_handle.request), (None, None))
+            if req is goal_handle.request and ticket is not None and self.gate.bind(ticket):
+                self._bound[bytes(goal_handle.goal_id.uuid)] = ticket
+        goal_handle.execute()
+
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
-        if self.planner is not None and self.gate.busy:
+        # stop the motion only for the goal that is running; a queued goal just leaves the queue
+        if self.planner is not None and self._running_goal == bytes(goal_handle.goal_id.uuid):
             try:
                 self.planner.stop()
             except Exception as e:  # stopping must never take the node down
                 self.get_logger().error(f"stop_execution failed: {e}")
         return CancelResponse.ACCEPT
 
-    def _executor_for(self, name: str):
+    def _executor_for(self, name: str) -> Callable[[Any], Any]:
         iface, task = ACTIONS[name]
 
         def execute(goal_handle: Any) -> Any:
@@ -213,53 +395,77 @@ class BopaskNode(Node):
         if task is None:
             task = Task(req.task)
             objects = [req.object_a, req.object_b]
-            return Goal(task, objects, relation=req.relation or None, question=req.question or None)
-        objects = [req.object_description]
-        if task is Task.TRAJECTORY:
-            objects.append(req.target_description)
-        execute = bool(getattr(req, "execute", False))
-        return Goal(task, objects, question=req.question or None, plan_only=not execute)
+            goal = Goal(task, objects, relation=req.relation or None, question=req.question or None)
+        else:
+            objects = [req.object_description]
+            if task is Task.TRAJECTORY:
+                objects.append(req.target_description)
+            # the robot moves only when the goal asks and the node allows it (whatever the motion backend)
+            execute = bool(getattr(req, "execute", False)) and bool(self.params["allow_execution"])
+            goal = Goal(task, objects, question=req.question or None, plan_only=not execute)
+        if self.records is not None:
+            goal.record = self.records.find(goal)
+        return goal
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def _execute(self, goal_handle: Any, iface: str, task: Task | None) -> Any:
+        gid = bytes(goal_handle.goal_id.uuid)
         with self._tickets_lock:
-            ticket = self._tickets.pop(id(goal_handle.request), None)
-        if ticket is None:
+            ticket = self._bound.pop(gid, None)
+        if ticket is None or not self.gate.holds(ticket):  # never bound, or expired: ask again
             ticket = self.gate.admit()[0]
-        t_start = time.monotonic()
-        stamp_now = self.get_clock().now().nanoseconds * 1e-9
+            if ticket is not None:
+                self.gate.bind(ticket)
         frame_id = self.params["planning_frame"]
-        result: PipelineResult
+
+        def finish(status: ResultStatus, reason: str, code: str | None = None) -> Any:
+            msg = build_result(self.factory, iface, PipelineResult(status, reason), frame_id=frame_id,
+                               stamp=self._now())
+            if code is not None:
+                msg.status.code = getattr(msg.status, code)
+            if status == ResultStatus.CANCELED:
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+            self.get_logger().info(f"{iface}: {msg.status.code} {reason}")
+            return msg
+
         try:
             if ticket is None:
-                goal_handle.abort()
-                res = PipelineResult(ResultStatus.PLAN_FAILED, "busy: another goal is executing")
-                msg = build_result(self.factory, iface, res, frame_id=frame_id, stamp=stamp_now)
-                msg.status.code = msg.status.REJECTED
-                return msg
+                return finish(ResultStatus.PLAN_FAILED, "busy: another goal is executing", "REJECTED")
             if not self.gate.acquire(ticket, lambda: goal_handle.is_cancel_requested):
-                goal_handle.canceled()
-                return build_result(self.factory, iface, PipelineResult(ResultStatus.CANCELED, "canceled while queued"),
-                                    frame_id=frame_id, stamp=stamp_now)
+                return finish(ResultStatus.CANCELED, "canceled while queued")
+            self._running_goal = gid
+            t_start = time.monotonic()
             try:
                 goal = self._goal_of(goal_handle.request, task)
-                frame = self.frames.snapshot(stamp_now)
-            except NoFrameError as e:
-                goal_handle.abort()
-                res = PipelineResult(ResultStatus.LIFT_FAILED, str(e))
-                msg = build_result(self.factory, iface, res, frame_id=frame_id, stamp=stamp_now)
-                msg.status.code = msg.status.NO_FRAME
-                return msg
             except ValueError as e:
-                goal_handle.abort()
-                msg = build_result(self.factory, iface, PipelineResult(ResultStatus.INVALID_ANSWER, f"bad goal: {e}"),
-                                   frame_id=frame_id, stamp=stamp_now)
-                msg.status.code = msg.status.REJECTED
-                return msg
+                return finish(ResultStatus.INVALID_ANSWER, f"bad goal: {e}", "REJECTED")
+            if self.records is not None and goal.record is None:
+                return finish(ResultStatus.VLM_ERROR, f"the oracle has no record for {Task(goal.task).value} "
+                              f"{list(goal.objects)}")
+            try:
+                frame = self.frames.snapshot(self._now())
+            except NoFrameError as e:
+                return finish(ResultStatus.LIFT_FAILED, str(e), "NO_FRAME")
 
             def feedback(stage: Stage) -> None:
                 goal_handle.publish_feedback(self.factory.feedback(iface, stage.value, "", time.monotonic() - t_start))
 
-            result = self.pipeline.run(frame, goal, feedback=feedback, cancel=lambda: goal_handle.is_cancel_requested)
+            canceled = lambda: goal_handle.is_cancel_requested  # noqa: E731
+            self.client.set_cancel(canceled)
+            try:
+                result = self.pipeline.run(frame, goal, feedback=feedback, cancel=canceled)
+            finally:
+                self.client.set_cancel(None)
+            if result.status != ResultStatus.SUCCEEDED and goal_handle.is_cancel_requested:
+                # whatever a canceled goal was doing when it stopped (waiting for the VLM, planning,
+                # executing), it ends CANCELED
+                if result.status != ResultStatus.CANCELED:
+                    result.reason = f"canceled: {result.reason}"
+                result.status = ResultStatus.CANCELED
             self._publish_visuals(frame, result)
             msg = build_result(self.factory, iface, result, frame_id=frame_id, stamp=frame.stamp,
                                question=goal.question or "", model=self.params["vlm_model"],
@@ -274,13 +480,19 @@ class BopaskNode(Node):
             return msg
         except Exception as e:  # the node keeps serving whatever one goal does
             self.get_logger().error(f"{iface} goal failed: {type(e).__name__}: {e}")
-            goal_handle.abort()
+            try:
+                goal_handle.abort()
+            except Exception:  # already terminal
+                pass
             return build_result(self.factory, iface, PipelineResult(ResultStatus.PLAN_FAILED, f"internal error: {e}"),
-                                frame_id=frame_id, stamp=stamp_now)
+                                frame_id=frame_id, stamp=self._now())
         finally:
+            if self._running_goal == gid:
+                self._running_goal = None
             if ticket is not None:
                 self.gate.release(ticket)
 
+    # -- visualisation ---------------------------------------------------------------------------
     def _publish_visuals(self, frame: Frame, result: PipelineResult) -> None:
         try:
             if self.params["publish_markers"]:
@@ -290,19 +502,24 @@ class BopaskNode(Node):
 
                 from bopask_vlm.viz import draw_answer
 
-                img = draw_answer(frame.rgb, result.answer)
-                msg = Image(**array_to_image_fields(img, "rgb8"))
+                fields = array_to_image_fields(draw_answer(frame.rgb, result.answer), "rgb8")
+                fields["data"] = array.array("B", fields["data"].tobytes())  # rclpy's fast path for uint8[]
+                msg = Image(**fields)
                 msg.header = self.factory.header(frame.frame_id, frame.stamp)
                 self.debug_pub.publish(msg)
-        except Exception as e:
-            self.get_logger().warn(f"visualisation failed: {e}")
+        except Exception as e:  # a drawing failure must not fail the goal
+            self.get_logger().warn(f"visualisation failed: {type(e).__name__}: {e}")
 
     def _marker_array(self, result: PipelineResult, stamp: float) -> Any:
+        """DELETEALL (the previous result's markers go), then this result's markers."""
         from geometry_msgs.msg import Point
         from std_msgs.msg import ColorRGBA
         from visualization_msgs.msg import Marker, MarkerArray
 
         out = MarkerArray()
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header = self.factory.header(self.params["planning_frame"], stamp)
+        out.markers.append(clear)
         for i, m in enumerate(result_markers(result)):
             mk = Marker(ns=m.ns, id=i, type=m.type, action=Marker.ADD)
             mk.header = self.factory.header(self.params["planning_frame"], stamp)
@@ -314,9 +531,15 @@ class BopaskNode(Node):
         return out
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
+    """Spin the node until SIGINT / shutdown; 0 on a clean stop, 2 when it cannot start."""
     rclpy.init(args=args)
-    node = BopaskNode()
+    try:
+        node = BopaskNode()
+    except (StartupError, ParamError) as e:
+        get_logger("bopask_node").fatal(f"cannot start: {e}")
+        rclpy.try_shutdown()
+        return 2
     executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
     executor.add_node(node)
     try:
@@ -324,10 +547,12 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.client.shutdown()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
