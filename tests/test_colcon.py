@@ -44,7 +44,8 @@ def test_package_xml_format_3_with_dependencies():
         assert root.get("format") == "3" and root.findtext("name") == pkg
         deps[pkg] = {e.text for e in root if e.tag.endswith("depend")}
     assert "bopask_msgs" in deps["bopask_ros"] and "bopask_vlm" in deps["bopask_ros"]
-    assert {"rclpy", "tf2_ros_py", "message_filters"} <= deps["bopask_ros"]
+    assert {"rclpy", "tf2_ros_py"} <= deps["bopask_ros"]
+    assert "message_filters" not in deps["bopask_ros"]  # camera sync is in the ROS-free core
     assert "python3-numpy" in deps["bopask_vlm"]
     assert not any(d.startswith("bopask_ros") for d in deps["bopask_vlm"])  # dependencies point one way
 

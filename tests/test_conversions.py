@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
+from scipy.spatial.transform import Rotation
 
 from bopask_ros.conversions import (
     ConversionError,
@@ -122,7 +123,11 @@ def test_grasp_result_message(ts):
     assert msg.grasp_pose.header.frame_id == "panda_link0" and msg.grasp_pose.header.stamp.sec == 5
     # approach (+z of the gripper) points down: the pre-grasp stands 0.1 m higher
     assert msg.pre_grasp_pose.pose.position.z == pytest.approx(0.3)
-    assert msg.grasp_pose.pose.orientation.x == pytest.approx(1.0)
+    # the message carries the panda_hand pose: its y (closing axis) is the skeleton's x, approach shared
+    q = msg.grasp_pose.pose.orientation
+    R_hand = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    np.testing.assert_allclose(R_hand[:, 1], T[:3, 0], atol=1e-9)
+    np.testing.assert_allclose(R_hand[:, 2], T[:3, 2], atol=1e-9)
     assert len(msg.keypoints) == 5 and msg.timings[0].stage == "query"
     ts.serialize_cdr(msg, "bopask_msgs/action/Grasp_Result")  # field types as ROS has them
 

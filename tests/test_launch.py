@@ -336,6 +336,7 @@ def test_dry_run_tabletop_without_camera_or_robot(stubs):
     assert not MoveItConfigsBuilder.instances and not nodes(actions, "ros2_control_node")
     (node,) = nodes(actions, "bopask_node")
     assert node.kwargs["parameters"][0] == {}
+    assert node.kwargs["parameters"][-1]["motion_backend"] == "none"  # no MoveIt config: plan nothing
     with pytest.raises(ValueError, match="needs a robot"):
         dry_run("tabletop", use_camera="false", robot="none", allow_execution="true")
 
@@ -355,6 +356,7 @@ def test_dry_run_replay(stubs):
     moveit_params, params_file, over = node.kwargs["parameters"]
     assert moveit_params == {} and params_file == str(PKG / "config" / "bopask_node.yaml")
     assert over["use_sim_time"] is True and over["planning_frame"] == "base_link"
+    assert over["motion_backend"] == "none"
     # with a robot: MoveIt config, mock hardware on sim time, bag base frame linked to the robot base
     actions, _ = dry_run("replay", bag="/data/run1", robot="panda")
     assert len(MoveItConfigsBuilder.instances) == 1

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from bopask_ros.tf_buffer import stamp_to_sec
 from bopask_vlm.answers import GRASP_FIELD_NAMES, Answer, GraspAnswer, PoseAnswer, Task, YesNoAnswer
 from bopask_vlm.geometry import CameraModel, depth_to_metres, quat_from_matrix
+from bopask_vlm.gripper import skeleton_to_hand
 
 __all__ = ["ConversionError", "MessageFactory", "build_result", "camera_from_info", "depth_from_image",
            "image_to_array", "rgb_from_image", "sec_to_stamp", "stamp_to_sec"]
@@ -209,7 +210,8 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
     }
     executed = bool(result.plan is not None and getattr(result.plan, "executed", False))
     if action == "Grasp":
-        T = result.grasp_pose_base
+        # the action's poses are panda_hand poses (what MoveIt is sent); the pipeline's is the M2T2 skeleton's
+        T = None if result.grasp_pose_base is None else skeleton_to_hand(result.grasp_pose_base)
         pre = None
         if T is not None:
             pre = np.array(T, dtype=np.float64)

@@ -80,6 +80,8 @@ def launch_setup(context: LaunchContext, *_args, **_kwargs) -> list:
         overrides.update(tt.ROBOTS[robot]["node"])
     elif overrides["allow_execution"]:
         raise ValueError("allow_execution:=true needs a robot")
+    else:  # no robot, no MoveIt config: the node answers, lifts and checks, and plans nothing
+        overrides["motion_backend"] = "none"
 
     if tt.as_bool(tt.arg(context, "start_vllm")):
         actions.append(tt.vllm_process(tt.arg(context, "model_path"), endpoint, vlm_model))

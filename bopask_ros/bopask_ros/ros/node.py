@@ -305,7 +305,10 @@ class BopaskNode(Node):
             for key in path:
                 node = node.setdefault(key, {})
             node[leaf] = param.value
-        return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety)
+        # moveit_py's own node must run on the same clock (replay with a robot: /clock), else it never sees a
+        # current state
+        use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety, use_sim_time=use_sim_time)
 
     def _subscribe(self) -> None:
         from rclpy.qos import qos_profile_sensor_data
@@ -402,7 +405,8 @@ class BopaskNode(Node):
                 objects.append(req.target_description)
             # the robot moves only when the goal asks and the node allows it (whatever the motion backend)
             execute = bool(getattr(req, "execute", False)) and bool(self.params["allow_execution"])
-            goal = Goal(task, objects, question=req.question or None, plan_only=not execute)
+            goal = Goal(task, objects, question=req.question or None, plan_only=not execute,
+                        add_to_planning_scene=bool(getattr(req, "add_to_planning_scene", False)))
         if self.records is not None:
             goal.record = self.records.find(goal)
         return goal
