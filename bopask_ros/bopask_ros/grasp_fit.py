@@ -12,14 +12,19 @@ How (decided and tested in tests/test_grasp_fit.py):
    (holes give no reading and are ignored). A point of the skeleton cannot lie much behind the visible
    surface at its pixel (unless occluded), so among the PnP solutions the one with the fewest such
    violations wins, then the lower reprojection error.
-3. **Range along the ray.** The grasp point sits between the finger pads, i.e. inside the grasped
-   object: not in front of the visible surface at its pixel and not deeper behind it than the largest
-   opening. When the PnP distance breaks that by less than PnP's own range uncertainty (from the
-   pixel noise and the skeleton's apparent size), the gripper is slid along the ray of its grasp point
-   to the nearest end of the depth interval (rotation kept). A grasp point deeper behind the surface
-   than that is flagged invalid (the gripper would be inside or behind what the camera sees); one in
-   front of the surface beyond the uncertainty is kept (thin parts such as handles show the
-   background there) and said in the reason.
+3. **Range from depth.** PnP's range is its weak direction (with 1 px noise on a grasp ~1 m away it
+   is off by ~2 cm along the ray against ~2 mm laterally), so the skeleton gives the orientation and the ray
+   of the grasp point, and depth gives the range: the grasp point (between the finger pads) lies inside the
+   object, between the visible surface at its pixel and that surface plus the object's thickness (its extent
+   along the closing axis, :func:`measure_width`, at least 2 cm). The gripper slides along the grasp point's
+   ray (rotation kept) to the mean of PnP's range distribution (sigma: the pixel noise the fit residual
+   shows, over the skeleton's apparent size) restricted to that interval: PnP's range where it is sharp
+   (exact keypoints stay exact; a uniformly mis-scaled skeleton, which fits without residual, moves onto the
+   interval's nearest end), the interval's middle where PnP is vague. A PnP range more than 3 sigma (the
+   declared ``pixel_sigma`` or the residual's, whichever is larger) behind the
+   interval disagrees with depth and the grasp is rejected (the gripper would be inside or behind what the
+   camera sees); one more than 3 sigma in front keeps PnP's range (thin parts such as handles show the
+   background there) and says so in the reason.
 4. **Width.** The skeleton is fixed at the Panda's full opening, so the 2D answer carries no width:
    ``width = MAX_OPENING`` (0.08 m). :func:`measure_width` optionally measures the object's extent along
    the closing axis from depth (clipped to the opening range); ``fit_grasp(..., measure=True)`` uses it.
@@ -45,6 +50,20 @@ _OBJ = skeleton_points().copy()
 _OBJ[:, 1] = 0.0  # the 0.06 mm y offset of the bases/tips is below any pixel: treat the skeleton as planar
 _SKEL = skeleton_points()
 _GRASP_POINT = np.array([0.0, 0.0, GRASP_DEPTH])
+#: RMS reprojection residual -> per-coordinate pixel noise for 10 coordinates and 6 pose parameters
+_RESIDUAL_TO_SIGMA = float(np.sqrt(10.0 / 4.0))
+#: the grasp point lies at least this far into an object behind its visible surface interval (m)
+_MIN_THICKNESS = 0.02
+
+
+def _truncated_mean(mu: float, sigma: float, lo: float, hi: float) -> float:
+    """Mean of N(mu, sigma) restricted to [lo, hi]: PnP's range where it is sharp, the interval's middle where
+    PnP is vaguer than the depth interval is wide."""
+    from scipy.stats import truncnorm
+
+    a, b = (lo - mu) / sigma, (hi - mu) / sigma
+    m = float(truncnorm.mean(a, b, loc=mu, scale=sigma))
+    return m if np.isfinite(m) else float(np.clip(mu, lo, hi))
 
 
 @dataclass
@@ -151,26 +170,37 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
         valid = False
         notes.append(f"keypoints do not fit the gripper skeleton (RMS {residual:.1f} px > {max_residual_px:.1f} px)")
 
-    # range along the grasp point's ray
+    # range along the grasp point's ray: from depth, PnP only inside the depth interval
     range_source = "pnp"
     gp = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
     z_g, d_g = float(gp[2]), float(d[5 + best])
     size_px = max(base_px, 1e-6)
-    sigma_z = 3.0 * z_g * pixel_sigma / size_px + 0.002  # PnP range uncertainty from the apparent size
+    # PnP's 1-sigma range uncertainty, pixel noise over the skeleton's apparent size: for the accept/reject
+    # decision the declared noise (or more, when the fit residual shows more); for the estimate the noise the
+    # residual shows (exact keypoints stay exact; a uniformly mis-scaled skeleton fits without residual and is
+    # only moved onto the nearest end of the depth interval)
+    res_sigma_px = _RESIDUAL_TO_SIGMA * residual
+    sigma_z = z_g * max(pixel_sigma, res_sigma_px) / size_px + 0.002
+    sigma_est = z_g * max(res_sigma_px, 0.02 * pixel_sigma) / size_px + 1e-4
     if np.isfinite(d_g):
         tol = max(0.005, 0.01 * d_g)
-        lo, hi = d_g - tol, d_g + MAX_OPENING + tol
-        if z_g < lo or z_g > hi:
-            target = lo if z_g < lo else hi
-            if abs(target - z_g) <= sigma_z:
+        w_obj = measure_width(T, lifter, margin=0.0)
+        thick = float(np.clip(w_obj if w_obj is not None else MAX_OPENING, _MIN_THICKNESS, MAX_OPENING))
+        lo, hi = d_g - tol, d_g + thick + tol
+        if z_g > hi + 3.0 * sigma_z:
+            valid = False
+            notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (PnP range disagrees with "
+                         f"the depth by more than 3 sigma = {3 * sigma_z:.3f} m)")
+        elif z_g < lo - 3.0 * sigma_z:
+            notes.append(f"grasp point {d_g - z_g:.3f} m in front of the visible surface (thin part or background): "
+                         f"range from PnP")
+        else:
+            target = _truncated_mean(z_g, sigma_est, lo, hi)
+            if abs(target - z_g) > 5e-4:
                 T[:3, 3] += gp * (target / z_g - 1.0)  # slide along the grasp point's ray, rotation kept
                 range_source = "pnp+depth"
-                notes.append(f"slid {target - z_g:+.3f} m along the ray onto the depth at the grasp point")
-            elif z_g > hi:
-                valid = False
-                notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (deeper than the opening)")
-            else:
-                notes.append(f"grasp point {d_g - z_g:.3f} m in front of the visible surface (thin part or background)")
+                notes.append(f"slid {target - z_g:+.3f} m along the ray onto the depth at the grasp point "
+                             f"(object {thick:.3f} m thick behind the surface)")
     else:
         notes.append("no depth at the grasp point: range from PnP only")
 
@@ -190,28 +220,61 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
 
 
 def measure_width(T_cam_gripper: ArrayLike, lifter: DepthLifter, margin: float = 0.01,
-                  samples: int = 41) -> float | None:
-    """Extent of the visible surface between the fingers along the closing axis, plus ``margin``,
-    clipped to [0, MAX_OPENING]; ``None`` when the depth shows nothing between the fingers.
+                  samples: int = 61) -> float | None:
+    """Extent of the object between the fingers along the closing axis, plus ``margin``, clipped to
+    [0, MAX_OPENING]; ``None`` when the depth shows nothing between the fingers.
 
-    Pixels along the projected closing line through the grasp point are lifted; points within a slab
-    around the finger plane (|y| < 2 cm, approach within 3 cm of the grasp depth) count as the object.
+    Pixels along the projected closing line through the grasp point are lifted onto the visible surface. The
+    object is the run of those surface points around the grasp point's pixel that is continuous in depth (no
+    jump to the background), stands above the support plane (when there is one) and lies within the
+    gripper's reach (within 4 cm of the finger plane, 6 cm of the grasp depth); its extent is the spread of the
+    points' coordinates along the closing axis. The surface points are where the pixel rays meet the object,
+    not on the closing line itself: an object seen obliquely shows its top face behind or in front of the line
+    (a 4 cm box seen at 45 degrees measured 1.5 cm when only points near the line counted).
     """
     T = np.asarray(T_cam_gripper, dtype=np.float64)
-    xs = np.linspace(-MAX_OPENING / 2, MAX_OPENING / 2, samples)
+    half = MAX_OPENING / 2 + 0.01
+    xs = np.linspace(-half, half, samples)
     line = np.stack([xs, np.zeros_like(xs), np.full_like(xs, GRASP_DEPTH)], axis=1) @ T[:3, :3].T + T[:3, 3]
     px = lifter.camera.project(line)
-    ok = lifter.camera.in_image(px)
+    ok = lifter.camera.in_image(px) & np.all(np.isfinite(px), axis=1)
     if not np.any(ok):
         return None
+    pts = np.full((samples, 3), np.nan)
     lp = lifter.lift(px[ok], mode="surface")
-    if not np.any(lp.valid):
+    pts[np.flatnonzero(ok)[lp.valid]] = lp.points[lp.valid]
+    good = np.all(np.isfinite(pts), axis=1)
+    local = np.full_like(pts, np.nan)
+    local[good] = (pts[good] - T[:3, 3]) @ T[:3, :3]
+    with np.errstate(invalid="ignore"):
+        good &= (np.abs(local[:, 1]) < 0.04) & (np.abs(local[:, 2] - GRASP_DEPTH) < 0.06)
+    try:
+        plane = lifter.support_plane()
+        with np.errstate(invalid="ignore"):
+            good &= ~(np.abs(plane.signed_distance(np.nan_to_num(pts))) < 0.005)
+    except ValueError:
+        pass
+    idx = np.flatnonzero(good)
+    if idx.size < 2:
         return None
-    Tinv_R = T[:3, :3].T
-    local = (lp.points[lp.valid] - T[:3, 3]) @ Tinv_R.T
-    sel = (np.abs(local[:, 1]) < 0.02) & (np.abs(local[:, 2] - GRASP_DEPTH) < 0.03) \
-        & (np.abs(local[:, 0]) <= MAX_OPENING / 2)
-    if np.count_nonzero(sel) < 2:
-        return None
-    ext = float(local[sel, 0].max() - local[sel, 0].min()) + margin
+    c = int(idx[np.argmin(np.abs(xs[idx]))])
+    if abs(xs[c]) > MAX_OPENING / 4:
+        return None  # nothing near the grasp point itself
+    step = float(xs[1] - xs[0])
+    run = [c]
+    for direction in (-1, 1):
+        last, k, gap = c, c + direction, 0
+        while 0 <= k < samples:
+            if good[k]:
+                jump = abs(float(pts[k, 2] - pts[last, 2]))
+                if jump > 0.015 + 3.0 * step * abs(k - last):
+                    break  # a depth edge: the background, not the object
+                run.append(k)
+                last, gap = k, 0
+            else:
+                gap += 1
+                if gap > 3:
+                    break  # a hole wider than a few samples ends the object
+            k += direction
+    ext = float(np.ptp(local[run, 0])) + margin
     return float(np.clip(ext, 0.0, MAX_OPENING))
