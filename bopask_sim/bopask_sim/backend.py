@@ -33,7 +33,7 @@ from bopask_sim.robot import ContactMonitor, IKError
 from bopask_sim.steps import check_reachable, describe, run_steps
 from bopask_sim.world import SimWorld
 from bopask_vlm.answers.types import Task
-from bopask_vlm.gripper import GRASP_DEPTH
+from bopask_vlm.gripper import FLIP_Z, GRASP_DEPTH
 
 RETREAT = 0.08
 
@@ -115,14 +115,23 @@ class SimMotionBackend:
     def grasp(self, T_base_skeleton: NDArray[np.float64], *, execute: bool = True,
               cancel: Callable[[], bool] | None = None) -> PlanOutcome:
         """Grasp at an M2T2 skeleton pose in the base frame (the pipeline's ``grasp_pose_base``)."""
-        steps = grasp_steps(np.asarray(T_base_skeleton, float), self.safety, lift_distance=self.lift_distance)
         m = GraspMeasure()
+        # a parallel-jaw grasp and the same grasp turned 180 degrees about its approach are one physical grasp:
+        # the arm takes whichever its joint limits allow
+        T_in = np.asarray(T_base_skeleton, float)
+        first: IKError | None = None
+        for T_try in (T_in, T_in @ FLIP_Z):
+            steps = grasp_steps(T_try, self.safety, lift_distance=self.lift_distance)
+            try:
+                sols = check_reachable(steps, self.arm, self._to_world)
+                break
+            except IKError as e:
+                first = first or e
+        else:
+            m.ik_failure = str(first)
+            self.last = {"task": "grasp", "steps": describe(steps), "measure": m}
+            return PlanOutcome(False, f"ik_failure: {first}", executed=False, plan=m)
         self.last = {"task": "grasp", "steps": describe(steps), "measure": m}
-        try:
-            sols = check_reachable(steps, self.arm, self._to_world)
-        except IKError as e:
-            m.ik_failure = str(e)
-            return PlanOutcome(False, f"ik_failure: {e}", executed=False, plan=m)
         if not execute:
             return PlanOutcome(True, "reachable (plan only)", executed=False, plan=m)
         T_w = self._to_world(np.asarray(T_base_skeleton, float))

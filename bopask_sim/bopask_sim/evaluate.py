@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.pipeline import Goal, PipelineResult, TaskPipeline
-from bopask_ros.safety import SafetyEnvelope
+from bopask_ros.pipeline import Goal, TaskPipeline
 from bopask_ros.tf_buffer import TransformBuffer
 from bopask_sim.backend import SimMotionBackend
 from bopask_sim.bop_export import write_bop_scene

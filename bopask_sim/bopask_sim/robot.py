@@ -28,6 +28,10 @@ LINEAR_SPEED = 0.10  # m/s along a straight-line move
 COLLISION_FORCE_N = 10.0  # contact normal force that counts as a collision
 
 
+#: fractions of each joint's range for the extra IK starts (fixed: IK stays deterministic)
+_RESTARTS = np.random.default_rng(12345).uniform(0.2, 0.8, size=(6, 7))
+
+
 class IKError(RuntimeError):
     """No joint solution within limits for a hand pose."""
 
@@ -121,7 +125,10 @@ class Panda:
         ll, ul = self.lower.tolist() + [0.0, 0.0], self.upper.tolist() + [0.04, 0.04]
         jr = (np.array(ul) - np.array(ll)).tolist()
         best: tuple[float, NDArray[np.float64]] | None = None
-        for start, nullspace in ((seed, False), (seed, True), (np.array(HOME), False), (np.array(HOME), True)):
+        # the seed (continuity along a path), home, then a few fixed spread-out starts (pybullet's solver is local)
+        starts = [(seed, False), (seed, True), (np.array(HOME), False), (np.array(HOME), True)]
+        starts += [(self.lower + (self.upper - self.lower) * f, False) for f in _RESTARTS]
+        for start, nullspace in starts:
             q = start.copy()
             self.fk(q)
             for _ in range(iters):

@@ -8,6 +8,7 @@ at :data:`ROBOT_BASE_XY` on the table, facing +x, where the objects lie.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,56 @@ def pose_from_pb(pos: Any, orn: Any) -> NDArray[np.float64]:
 
 def pb_from_pose(T: NDArray[np.float64]) -> tuple[list[float], list[float]]:
     return np.asarray(T[:3, 3], float).tolist(), Rotation.from_matrix(T[:3, :3]).as_quat().tolist()
+
+
+def cache_dir() -> Path:
+    """Where derived meshes are cached (``$BOPASK_SIM_CACHE``, else ``~/.cache/bopask_sim``)."""
+    import os
+
+    d = Path(os.environ.get("BOPASK_SIM_CACHE", Path.home() / ".cache" / "bopask_sim"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Any:
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def convex_pieces(mesh: Any) -> Path:
+    """An .obj of the mesh's approximate convex decomposition (pybullet's V-HACD, ~0.6 s once, then cached by the
+    mesh's content): pybullet collides a moving mesh as its convex hull, which would fill a handle."""
+    import hashlib
+    import os
+    import tempfile
+
+    import pybullet as p
+
+    key = hashlib.sha1(np.ascontiguousarray(mesh.vertices, np.float64).tobytes()
+                       + np.ascontiguousarray(mesh.faces, np.int64).tobytes()).hexdigest()[:16]
+    out = cache_dir() / f"vhacd_{key}.obj"
+    if not out.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "in.obj"
+            mesh.export(src)
+            part = Path(tmp) / "out.obj"
+            with _quiet_stdout():  # V-HACD prints its progress on the C stdout
+                p.vhacd(str(src), str(part), str(Path(tmp) / "log.txt"), resolution=100000, maxNumVerticesPerCH=32)
+            tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+            tmp_out.write_bytes(part.read_bytes())
+            os.replace(tmp_out, out)
+    return out
 
 
 @dataclass
@@ -137,7 +188,10 @@ class SimWorld:
                     p.createVisualShape(p.GEOM_SPHERE, radius=e.dims[0], rgbaColor=rgba, physicsClientId=cid))
         v = np.asarray(mesh.vertices, float)
         f = np.asarray(mesh.faces, int).reshape(-1)
-        col = p.createCollisionShape(p.GEOM_MESH, vertices=v.tolist(), physicsClientId=cid)
+        if obj.source == "real_mesh":  # concave (a handle): convex pieces, so grasps through the handle work
+            col = p.createCollisionShape(p.GEOM_MESH, fileName=str(convex_pieces(mesh)), physicsClientId=cid)
+        else:
+            col = p.createCollisionShape(p.GEOM_MESH, vertices=v.tolist(), physicsClientId=cid)
         vis = p.createVisualShape(p.GEOM_MESH, vertices=v.tolist(), indices=f.tolist(), rgbaColor=rgba,
                                   physicsClientId=cid)
         return col, vis
