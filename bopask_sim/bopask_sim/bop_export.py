@@ -68,7 +68,8 @@ def silhouette(mesh: Any, T_cam_obj: NDArray[np.float64], camera: CameraModel) -
         return out.astype(bool)
     uv = camera.project(v)
     tris = np.rint(uv[np.asarray(mesh.faces)] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
-    cv2.fillPoly(out, list(tris), 1, lineType=cv2.LINE_8, shift=2)
+    for t in tris:  # one call per triangle: fillPoly with many contours leaves their overlaps empty (even-odd)
+        cv2.fillConvexPoly(out, t, 1, lineType=cv2.LINE_8, shift=2)
     return out.astype(bool)
 
 
