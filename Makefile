@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 
 demo: sysdeps venv
 	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
+	$(PY) -m bopask_sim.demo --out demo_out --quiet
 
 test: sysdeps venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)

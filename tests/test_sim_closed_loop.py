@@ -100,3 +100,15 @@ def test_bopask_cli_finds_the_plugin(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["sim-eval", "--help"])
     assert e.value.code == 0 and "--keypoint-noise" in capsys.readouterr().out
+
+
+def test_demo_appends_a_closed_loop_section(tmp_path):
+    from bopask_sim.demo import SECTION, run_closed_loop_demo
+
+    (tmp_path / "report.md").write_text("# BOP-ASK demo: rosbag replay\n\nreplay table\n")
+    for _ in range(2):  # a re-run replaces the section instead of adding another
+        m = run_closed_loop_demo(tmp_path, episodes=1, noise_levels=(0.0,), scenes=1, progress=False)
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# BOP-ASK demo: rosbag replay") and "replay table" in text
+    assert text.count(SECTION) == 1 and "| grasp |" in text and "closed_loop/strip.png" in text
+    assert (tmp_path / "closed_loop" / "strip.png").is_file() and m["by_task"]["grasp"]["0"]["n"] == 1
