@@ -12,7 +12,6 @@ pytest.importorskip("pybullet")
 
 from bopask_sim.bop_export import write_bop_scene
 from bopask_sim.world import SimWorld
-
 from bopask_vlm.datagen.bop_reader import BopScene, read_frame
 from bopask_vlm.geometry import invert_transform
 

@@ -16,7 +16,6 @@ from bopask_sim.camera import (
     read_calibration,
 )
 from bopask_sim.world import SimWorld
-
 from bopask_vlm.geometry import transform_points
 
 

@@ -10,10 +10,9 @@ import pytest
 
 pytest.importorskip("pybullet")
 
+from bopask_ros.pipeline import Goal, PipelineResult, Planner, ResultStatus
 from bopask_sim.backend import SimMotionBackend
 from bopask_sim.evaluate import make_pipeline, prepare_scene, sim_eval
-
-from bopask_ros.pipeline import Goal, PipelineResult, Planner, ResultStatus
 from bopask_vlm.answers.types import Task
 from bopask_vlm.clients import OracleClient
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bopask_sim.outcomes import (
     CarryMeasure,
     GraspMeasure,

@@ -8,9 +8,8 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from bopask_sim.world import SceneError, SimWorld
-
 from bopask_sim import objects as sim_objects
+from bopask_sim.world import SceneError, SimWorld
 
 
 def _state(w: SimWorld) -> tuple[list[str], np.ndarray]:
