@@ -49,3 +49,11 @@ def test_pipeline_statuses_map_to_reasons():
     assert reason_from_status("invalid_answer") is Reason.INVALID_ANSWER
     assert reason_from_status("lift_failed") is Reason.LIFT_FAILED
     assert reason_from_status("something new") is Reason.PIPELINE_ERROR
+
+
+def test_toppled_and_misplaced_are_told_apart():
+    # released on the target but it fell off (a ball as support): toppled; released elsewhere: misplaced
+    assert classify_carry(CarryMeasure(True, True, placement_error=0.12, release_error=0.021)) == \
+        (False, Reason.TOPPLED)
+    assert classify_carry(CarryMeasure(True, True, placement_error=0.12, release_error=0.09)) == \
+        (False, Reason.MISPLACED)

@@ -204,6 +204,7 @@ class SimMotionBackend:
         def before(i: int, s: MotionStep) -> None:
             if s.kind == "detach":
                 m.held_before_release = bool(all(self.arm.touching(body)))
+                m.released_at = self.world.base_point(a).tolist()
 
         try:
             run_steps(steps, self.arm, self._to_world, sols, before=before, cancel=cancel)

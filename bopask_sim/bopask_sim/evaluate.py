@@ -202,6 +202,8 @@ def trajectory_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline:
     m = out.plan
     if m.held_at_start and not m.ik_failure and out.executed:
         m.placement_error = float(np.linalg.norm(prep.world.base_point(a) - target))
+        if m.released_at is not None:
+            m.release_error = float(np.linalg.norm(np.asarray(m.released_at) - target))
     ok, reason = classify_carry(m)
     snap = _snapshot(prep.world) if snapshot else None
     detail = out.reason if reason != Reason.MISPLACED or m.placement_error is None else \
@@ -311,8 +313,12 @@ def picture_strip(episodes: list[Episode], path: Path, limit: int = 6) -> Path |
 
 
 def select_records(scenes: list[PreparedScene], task: Task, n: int, per_scene: int) -> list[tuple[PreparedScene, Any]]:
-    """Up to ``n`` records of ``task``, round robin over the scenes (at most ``per_scene`` from one)."""
-    pools = [[(s, r) for r in s.by_task(task)][:per_scene] for s in scenes]
+    """Up to ``n`` records of ``task``, round robin over the scenes (at most ``per_scene`` from one); trajectories
+    only where the datagen has a grasp of the object to carry (the episode's setup)."""
+    def usable(s: PreparedScene, r: Any) -> bool:  # a carry starts from the datagen's grasp of A
+        return task != Task.TRAJECTORY or s.grasp_record_of(int(r.gt["a_gt_index"])) is not None
+
+    pools = [[(s, r) for r in s.by_task(task) if usable(s, r)][:per_scene] for s in scenes]
     out: list[tuple[PreparedScene, Any]] = []
     k = 0
     while len(out) < n and any(k < len(p) for p in pools):

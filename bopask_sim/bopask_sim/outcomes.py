@@ -5,7 +5,8 @@
 - Collision: a contact normal force above the threshold between the robot or the carried object and the table
   or another object (see :class:`bopask_sim.robot.ContactMonitor`).
 - Trajectory success: the carried object ends within :data:`PLACE_TOL` (3 cm) of the target placement, no
-  collision, not dropped on the way.
+  collision, not dropped on the way; released within 3 cm of it but ending farther is "toppled" (the placement
+  itself is unstable, e.g. on a ball), released farther is "misplaced".
 Every failure carries one :class:`Reason`; the first that applies, in the order the episode ran, wins.
 """
 
@@ -33,7 +34,8 @@ class Reason(str, enum.Enum):
     SLIPPED = "slipped"
     GRASP_FAILED = "grasp_failed"  # trajectory episodes: the object to carry was not held at the start
     DROPPED = "dropped"
-    MISPLACED = "misplaced"
+    MISPLACED = "misplaced"  # released away from the target placement
+    TOPPLED = "toppled"  # released at the target, but it did not stay there (fell off its support)
     PIPELINE_ERROR = "pipeline_error"
 
     def __str__(self) -> str:
@@ -89,6 +91,8 @@ class CarryMeasure:
     collisions: list[dict[str, Any]] = field(default_factory=list)
     ik_failure: str | None = None
     placement_error: float | None = None
+    released_at: list[float] | None = None  # the object's base point (world) when the fingers opened
+    release_error: float | None = None  # its distance from the target placement (metres)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,5 +108,7 @@ def classify_carry(m: CarryMeasure) -> tuple[bool, Reason]:
     if not m.held_before_release:
         return False, Reason.DROPPED
     if m.placement_error is None or m.placement_error > PLACE_TOL:
+        if m.release_error is not None and m.release_error <= PLACE_TOL:
+            return False, Reason.TOPPLED
         return False, Reason.MISPLACED
     return True, Reason.OK
