@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 
 demo: sysdeps venv
 	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
-	$(PY) -m bopask_sim.demo --out demo_out --quiet
+	@# the closed loop in physics (bopask_sim; on the path even before its editable install)
+	PYTHONPATH=bopask_sim$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m bopask_sim.demo --out demo_out --quiet
 
 test: sysdeps venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
