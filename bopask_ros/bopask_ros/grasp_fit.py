@@ -17,8 +17,9 @@ How (decided and tested in tests/test_grasp_fit.py):
 3. **Range from depth.** PnP's range is its weak direction (with 1 px noise on a grasp ~1 m away it
    is off by ~2 cm along the ray against ~2 mm laterally), so the skeleton gives the orientation and the ray
    of the grasp point, and depth gives the range: the grasp point (between the finger pads) lies inside the
-   object, between the visible surface at its pixel and that surface plus the object's thickness (its extent
-   along the closing axis, :func:`measure_width`, at least 2 cm). The gripper slides along the grasp point's
+   object, between the visible surface at its pixel and that surface plus the largest opening, most likely
+   about half the object's thickness behind it (its extent across the fingers, :func:`measure_width`, at
+   least 2 cm). The gripper slides along the grasp point's
    ray (rotation kept) to the mean of PnP's range distribution (sigma: the pixel noise the fit residual
    shows, over the skeleton's apparent size), fused with depth's own guess (half the thickness behind the
    surface plus 8 mm, sd 14 mm), restricted to that interval: PnP's range where it is sharp
@@ -220,7 +221,10 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
         tol = max(0.005, 0.01 * d_g)
         w_obj = measure_width(T, lifter, margin=0.0)
         thick = float(np.clip(w_obj if w_obj is not None else MAX_OPENING, _MIN_THICKNESS, MAX_OPENING))
-        lo, hi = d_g - tol, d_g + thick + tol
+        # the grasp point lies between the finger pads, inside the object: not in front of the visible surface,
+        # not deeper behind it than the largest opening (an object's extent along the ray is not its width
+        # across the fingers: measured, it often lies deeper than that width)
+        lo, hi = d_g - tol, d_g + MAX_OPENING + tol
         if z_g > hi + 3.0 * sigma_z:
             valid = False
             notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (PnP range disagrees with "
