@@ -117,7 +117,8 @@ def test_range_slides_onto_depth_within_pnp_uncertainty(scene, scale):
     wall = np.full_like(scene.depth_m, gp_true[2]) if scale > 1 else \
         np.full_like(scene.depth_m, gp_true[2] - MAX_OPENING)
     lf = DepthLifter(scene.camera, wall)
-    plain = fit_grasp(kp[0] + (kp - kp[0]) * scale, DepthLifter(scene.camera, scene.depth_m))
+    no_depth = DepthLifter(scene.camera, np.full_like(scene.depth_m, np.nan), plane=scene.plane_cam)
+    plain = fit_grasp(kp[0] + (kp - kp[0]) * scale, no_depth)  # PnP alone: the range it gets wrong
     fit = fit_grasp(kp[0] + (kp - kp[0]) * scale, lf)
     assert fit.valid and fit.range_source == "pnp+depth" and "slid" in fit.reason, fit.reason
     assert plain.range_source == "pnp"

@@ -56,6 +56,8 @@ _SKEL = skeleton_points()
 _GRASP_POINT = np.array([0.0, 0.0, GRASP_DEPTH])
 #: RMS reprojection residual -> per-coordinate pixel noise for 10 coordinates and 6 pose parameters
 _RESIDUAL_TO_SIGMA = float(np.sqrt(10.0 / 4.0))
+#: integer pixels (answers come rounded): uniform +-0.5 px, sigma 0.29 px
+_ROUNDING_SIGMA_PX = 0.29
 #: the grasp point lies at least this far into an object behind its visible surface interval (m)
 _MIN_THICKNESS = 0.02
 #: depth's guess of the grasp point: half the object's thickness behind the visible surface plus this (m), with
@@ -65,6 +67,30 @@ _DEPTH_OFFSET = 0.008
 _DEPTH_SIGMA = 0.014
 #: the mirror PnP solution whose approach is this much closer to "down into the support" is preferred
 _MIRROR_ANGLE_DEG = 30.0
+
+
+def _pnp_range_sigma(T: NDArray[np.float64], K: NDArray[np.float64], size_px: float) -> float:
+    """Standard deviation (m) of PnP's grasp point along its viewing ray for 1 px of keypoint noise: first-order
+    propagation of the pose covariance ``(J^T J)^-1`` of the 10 reprojected coordinates."""
+    rvec = cv2.Rodrigues(T[:3, :3])[0]
+    tvec = T[:3, 3].reshape(3, 1)
+    _, J = cv2.projectPoints(_SKEL, rvec, tvec, K, np.zeros(5))
+    J = J[:, :6]
+    try:
+        cov = np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return float(T[2, 3]) / max(size_px, 1e-6)
+    gp0 = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
+    ray = gp0 / np.linalg.norm(gp0)
+    G = np.zeros(6)
+    eps = 1e-6
+    for k in range(6):
+        dv = np.zeros(6)
+        dv[k] = eps
+        Rk = cv2.Rodrigues(rvec + dv[:3, None])[0]
+        G[k] = ((Rk @ _GRASP_POINT + T[:3, 3] + dv[3:]) - gp0) @ ray / eps
+    var = float(G @ cov @ G)
+    return float(np.sqrt(var)) if np.isfinite(var) and var > 0 else float(T[2, 3]) / max(size_px, 1e-6)
 
 
 def _into_support(lifter: DepthLifter) -> NDArray[np.float64] | None:
@@ -209,14 +235,17 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
     range_source = "pnp"
     gp = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
     z_g, d_g = float(gp[2]), float(d[5 + best])
-    size_px = max(base_px, 1e-6)
-    # PnP's 1-sigma range uncertainty, pixel noise over the skeleton's apparent size: for the accept/reject
-    # decision the declared noise (or more, when the fit residual shows more); for the estimate the noise the
-    # residual shows (exact keypoints stay exact; a uniformly mis-scaled skeleton fits without residual and is
-    # only moved onto the nearest end of the depth interval)
+    # PnP's 1-sigma range uncertainty at 1 px noise, from the skeleton's geometry as seen (a skeleton seen
+    # foreshortened pins its range down far less than one seen face-on): for the accept/reject decision
+    # scaled by the declared noise (or more, when the fit residual shows more); for the estimate by the noise
+    # the residual shows, at least integer rounding for integer keypoints (exact keypoints stay exact; a uniformly mis-scaled
+    # skeleton fits without residual and is only moved onto the nearest end of the depth interval)
     res_sigma_px = _RESIDUAL_TO_SIGMA * residual
-    sigma_z = z_g * max(pixel_sigma, res_sigma_px) / size_px + 0.002
-    sigma_est = z_g * max(res_sigma_px, 0.02 * pixel_sigma) / size_px + 1e-4
+    range_1px = _pnp_range_sigma(T, cam.K, base_px)
+    sigma_z = range_1px * max(pixel_sigma, res_sigma_px) + 0.002
+    integer = bool(np.all(kp == np.rint(kp)))  # a model's answer, rounded: at least that much noise
+    floor_px = _ROUNDING_SIGMA_PX if integer else 0.02
+    sigma_est = range_1px * max(res_sigma_px, floor_px * min(pixel_sigma, 1.0)) + 1e-4
     if np.isfinite(d_g):
         tol = max(0.005, 0.01 * d_g)
         w_obj = measure_width(T, lifter, margin=0.0)
