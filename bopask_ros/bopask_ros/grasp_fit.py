@@ -204,9 +204,9 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
 
     # depth only arbitrates between solutions that explain the pixels about equally well
     best_res = min(c[1] for c in cands)
-    # (within twice the best residual, or within the noise the pixels carry: noisy keypoints often fit the
-    # mirror solution a pixel better)
-    noise_px = max(pixel_sigma, _RESIDUAL_TO_SIGMA * best_res)
+    # (within twice the best residual, or within the noise the best fit's residual shows, at least integer
+    # rounding: noisy keypoints often fit the wrong mirror solution a pixel better)
+    noise_px = max(_ROUNDING_SIGMA_PX, _RESIDUAL_TO_SIGMA * best_res)
     plausible = [i for i, c in enumerate(cands)
                  if c[1] <= max(2.0 * best_res + 0.25 * pixel_sigma, best_res + 1.5 * noise_px)]
     order = sorted(plausible, key=lambda i: (violations(cands[i][0]), cands[i][1]))
