@@ -237,3 +237,31 @@ def test_range_that_disagrees_with_depth_is_rejected(scene):
     kp = keypoints_2d(T, scene.camera)
     fit = fit_grasp(kp[0] + (kp - kp[0]) * 0.6, DepthLifter(scene.camera, scene.depth_m, plane=scene.plane_cam))
     assert not fit.valid and "disagrees with the depth" in fit.reason, fit.reason
+
+
+def test_finger_tips_kept_above_the_support_plane():
+    """A low top-down grasp (grasp point 1.2 cm above the table) with 2 px noise: range and tilt errors would put
+    the finger tips into the table (depth's own range guess, half the box's width behind its top, would too);
+    the depth interval ends where the ray nears the table, and tips still below it slide the gripper back."""
+    from bopask_ros.grasp_fit import TIP_CLEARANCE
+    from bopask_vlm.gripper import skeleton_points
+
+    cam = make_camera(640, 480)
+    sc = render_scene(cam, eye=(-0.6, 0.05, 0.6), target=(0.05, -0.05, 0.0),
+                      objects=[{"kind": "box", "centre": (0.05, -0.05), "size": (0.05, 0.05, 0.024), "yaw": 0.4}])
+    R = Rotation.from_euler("z", 0.4).as_matrix() @ np.diag([1.0, -1.0, -1.0])
+    T = canonical_for_view(sc.T_cam_world @ make_transform(R, np.array([0.05, -0.05, 0.012]) - R @ [0, 0, GRASP_DEPTH]),
+                           cam)
+    lf = DepthLifter(cam, sc.depth_m, plane=sc.plane_cam)
+    rng = np.random.default_rng(21)
+    heights = []
+    for _ in range(30):
+        fit = fit_grasp(keypoints_2d(T, cam) + rng.normal(0, 2.0, (5, 2)), lf)
+        if not fit.valid:
+            continue
+        tips = skeleton_points()[3:5] @ fit.T_cam_gripper[:3, :3].T + fit.T_cam_gripper[:3, 3]
+        low = float(np.min(sc.plane_cam.signed_distance(tips)))
+        assert low >= TIP_CLEARANCE - 1e-6 or "more than PnP's range uncertainty" in fit.reason, (low, fit.reason)
+        gp = fit.T_cam_gripper[:3, :3] @ [0, 0, GRASP_DEPTH] + fit.T_cam_gripper[:3, 3]
+        heights.append(float(sc.plane_cam.signed_distance(gp)[0]))
+    assert len(heights) >= 25 and abs(np.median(heights) - 0.012) < 0.004, np.median(heights)

@@ -22,13 +22,16 @@ How (decided and tested in tests/test_grasp_fit.py):
    least 2 cm). The gripper slides along the grasp point's
    ray (rotation kept) to the mean of PnP's range distribution (sigma: the pixel noise the fit residual
    shows, over the skeleton's apparent size), fused with depth's own guess (half the thickness behind the
-   surface plus 8 mm, sd 14 mm), restricted to that interval: PnP's range where it is sharp
+   surface plus 8 mm, sd 14 mm), restricted to that interval (which also ends where the ray comes within the
+   tips' clearance of the support plane, when there is one): PnP's range where it is sharp
    (exact keypoints stay exact; a uniformly mis-scaled skeleton, which fits without residual, moves onto the
    interval's nearest end), the interval's middle where PnP is vague. A PnP range more than 3 sigma (the
    declared ``pixel_sigma`` or the residual's, whichever is larger) behind the
    interval disagrees with depth and the grasp is rejected (the gripper would be inside or behind what the
    camera sees); one more than 3 sigma in front keeps PnP's range (thin parts such as handles show the
-   background there) and says so in the reason.
+   background there) and says so in the reason. Finger tips below the support plane (when the lifter has
+   one) slide the gripper back along the ray until they clear it by 6 mm, within 3 sigma (beyond, the safety
+   envelope decides).
 4. **Width.** The skeleton is fixed at the Panda's full opening, so the 2D answer carries no width:
    ``width = MAX_OPENING`` (0.08 m). :func:`measure_width` optionally measures the object's extent along
    the closing axis from depth (clipped to the opening range); ``fit_grasp(..., measure=True)`` uses it.
@@ -56,6 +59,9 @@ _SKEL = skeleton_points()
 _GRASP_POINT = np.array([0.0, 0.0, GRASP_DEPTH])
 #: RMS reprojection residual -> per-coordinate pixel noise for 10 coordinates and 6 pose parameters
 _RESIDUAL_TO_SIGMA = float(np.sqrt(10.0 / 4.0))
+#: the finger tips of a fitted grasp stay this far above the support plane (m; the default safety envelope
+#: asks for 5 mm)
+TIP_CLEARANCE = 0.006
 #: integer pixels (answers come rounded): uniform +-0.5 px, sigma 0.29 px
 _ROUNDING_SIGMA_PX = 0.29
 #: the grasp point lies at least this far into an object behind its visible surface interval (m)
@@ -91,6 +97,48 @@ def _pnp_range_sigma(T: NDArray[np.float64], K: NDArray[np.float64], size_px: fl
         G[k] = ((Rk @ _GRASP_POINT + T[:3, 3] + dv[3:]) - gp0) @ ray / eps
     var = float(G @ cov @ G)
     return float(np.sqrt(var)) if np.isfinite(var) and var > 0 else float(T[2, 3]) / max(size_px, 1e-6)
+
+
+def _depth_above_support(lifter: DepthLifter, p: NDArray[np.float64], height: float) -> float | None:
+    """Depth (z) at which the ray through ``p`` comes ``height`` above the support plane going away from the
+    camera; None without a plane or for a ray that does not descend towards it."""
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return None
+    rate = float(np.asarray(plane.normal, float) @ p) / float(p[2])  # plane distance change per metre of z
+    if rate >= -1e-9:
+        return None
+    return float((height - plane.offset) / rate)
+
+
+def _clear_support(T: NDArray[np.float64], lifter: DepthLifter, valid: bool, range_source: str, sigma_z: float,
+                   notes: list[str]) -> tuple[NDArray[np.float64], bool, str]:
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return T, valid, range_source
+    n = np.asarray(plane.normal, float)
+    tips = (_SKEL[3:5] @ T[:3, :3].T + T[:3, 3])
+    lowest = float(np.min(plane.signed_distance(tips)))
+    if lowest >= TIP_CLEARANCE:
+        return T, valid, range_source
+    gp = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
+    if float(plane.signed_distance(gp)[0]) < 0.0075:
+        return T, valid, range_source  # the grasp point is not clearly above that plane: not its support
+    rate = float(n @ gp)  # change of every point's plane distance per unit scale along the ray
+    if abs(rate) < 1e-9:
+        return T, valid, range_source
+    f = 1.0 + (TIP_CLEARANCE - lowest) / rate
+    shift = abs(f - 1.0) * float(np.linalg.norm(gp))
+    if f <= 0 or shift > 3.0 * sigma_z:  # not a range error (or not the support): left to the safety envelope
+        notes.append(f"finger tips {-lowest:.3f} m below the support plane, more than PnP's range uncertainty")
+        return T, valid, range_source
+    T = T.copy()
+    T[:3, 3] += gp * (f - 1.0)
+    notes.append(f"slid {shift:.3f} m back along the ray: the finger tips were {-lowest:.3f} m below the "
+                 f"support surface")
+    return T, valid, "pnp+depth"
 
 
 def _into_support(lifter: DepthLifter) -> NDArray[np.float64] | None:
@@ -254,6 +302,10 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
         # not deeper behind it than the largest opening (an object's extent along the ray is not its width
         # across the fingers: measured, it often lies deeper than that width)
         lo, hi = d_g - tol, d_g + MAX_OPENING + tol
+        # ... nor below the support plane: where the grasp point's ray comes within the tips' clearance of it
+        z_floor = _depth_above_support(lifter, gp, TIP_CLEARANCE + 0.002)
+        if z_floor is not None and lo < z_floor < hi:
+            hi = z_floor
         if z_g > hi + 3.0 * sigma_z:
             valid = False
             notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (PnP range disagrees with "
@@ -273,6 +325,11 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
                              f"(object {thick:.3f} m thick behind the surface)")
     else:
         notes.append("no depth at the grasp point: range from PnP only")
+
+    # the fingers cannot reach into the support surface either: tips below it (a range or tilt error of a
+    # low grasp) slide the gripper back along the grasp point's ray within PnP's uncertainty (beyond it, the
+    # safety envelope, which knows the table, decides)
+    T, valid, range_source = _clear_support(T, lifter, valid, range_source, sigma_z, notes)
 
     kp3 = _SKEL @ T[:3, :3].T + T[:3, 3]
     tol_kp = np.maximum(0.01, 0.03 * kp3[:, 2])
