@@ -23,6 +23,8 @@ WITH_ROS := source scripts/ros_paths.sh install &&
 
 demo: sysdeps venv
 	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
+	@# the closed loop in physics (bopask_sim; on the path even before its editable install)
+	PYTHONPATH=bopask_sim$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m bopask_sim.demo --out demo_out --quiet
 
 test: sysdeps venv ros lint
 	$(WITH_ROS) $(PY) -m pytest $(PYTEST_ARGS)

@@ -22,12 +22,12 @@ def _colcon() -> str:
     return found
 
 
-def test_colcon_lists_the_three_packages():
+def test_colcon_lists_the_packages():
     r = subprocess.run([_colcon(), "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = {line.split("\t")[0]: line.split("\t")[2] for line in r.stdout.strip().splitlines()}
     assert rows == {"bopask_msgs": "(ros.ament_cmake)", "bopask_ros": "(ros.ament_python)",
-                    "bopask_vlm": "(ros.ament_python)"}
+                    "bopask_vlm": "(ros.ament_python)", "bopask_sim": "(ros.ament_python)"}
 
 
 def test_no_package_manifest_at_the_root():

@@ -11,15 +11,27 @@ How (decided and tested in tests/test_grasp_fit.py):
    ``GRASP_DEPTH`` along the approach axis) gets the robust patch depth of :class:`DepthLifter`
    (holes give no reading and are ignored). A point of the skeleton cannot lie much behind the visible
    surface at its pixel (unless occluded), so among the PnP solutions the one with the fewest such
-   violations wins, then the lower reprojection error.
-3. **Range along the ray.** The grasp point sits between the finger pads, i.e. inside the grasped
-   object: not in front of the visible surface at its pixel and not deeper behind it than the largest
-   opening. When the PnP distance breaks that by less than PnP's own range uncertainty (from the
-   pixel noise and the skeleton's apparent size), the gripper is slid along the ray of its grasp point
-   to the nearest end of the depth interval (rotation kept). A grasp point deeper behind the surface
-   than that is flagged invalid (the gripper would be inside or behind what the camera sees); one in
-   front of the surface beyond the uncertainty is kept (thin parts such as handles show the
-   background there) and said in the reason.
+   violations wins, then the lower reprojection error; but when the lifter has a support plane, the one whose
+   approach points clearly (30 deg) more into it, from above, wins unless it has 3 more violations (a far
+   finger hidden behind the object reads as one).
+3. **Range from depth.** PnP's range is its weak direction (with 1 px noise on a grasp ~1 m away it
+   is off by ~2 cm along the ray against ~2 mm laterally), so the skeleton gives the orientation and the ray
+   of the grasp point, and depth gives the range: the grasp point (between the finger pads) lies inside the
+   object, between the visible surface at its pixel and that surface plus the largest opening, most likely
+   about half the object's thickness behind it (its extent across the fingers, :func:`measure_width`, at
+   least 2 cm). The gripper slides along the grasp point's
+   ray (rotation kept) to the mean of PnP's range distribution (sigma: the pixel noise the fit residual
+   shows, over the skeleton's apparent size), fused with depth's own guess (half the thickness behind the
+   surface plus 8 mm, sd 14 mm), restricted to that interval (which also ends where the ray comes within the
+   tips' clearance of the support plane, when there is one): PnP's range where it is sharp
+   (exact keypoints stay exact; a uniformly mis-scaled skeleton, which fits without residual, moves onto the
+   interval's nearest end), the interval's middle where PnP is vague. A PnP range more than 3 sigma (the
+   declared ``pixel_sigma`` or the residual's, whichever is larger) behind the
+   interval disagrees with depth and the grasp is rejected (the gripper would be inside or behind what the
+   camera sees); one more than 3 sigma in front keeps PnP's range (thin parts such as handles show the
+   background there) and says so in the reason. Finger tips below the support plane (when the lifter has
+   one) slide the gripper back along the ray until they clear it by 6 mm, within 3 sigma (beyond, the safety
+   envelope decides).
 4. **Width.** The skeleton is fixed at the Panda's full opening, so the 2D answer carries no width:
    ``width = MAX_OPENING`` (0.08 m). :func:`measure_width` optionally measures the object's extent along
    the closing axis from depth (clipped to the opening range); ``fit_grasp(..., measure=True)`` uses it.
@@ -45,6 +57,108 @@ _OBJ = skeleton_points().copy()
 _OBJ[:, 1] = 0.0  # the 0.06 mm y offset of the bases/tips is below any pixel: treat the skeleton as planar
 _SKEL = skeleton_points()
 _GRASP_POINT = np.array([0.0, 0.0, GRASP_DEPTH])
+#: RMS reprojection residual -> per-coordinate pixel noise for 10 coordinates and 6 pose parameters
+_RESIDUAL_TO_SIGMA = float(np.sqrt(10.0 / 4.0))
+#: the finger tips of a fitted grasp stay this far above the support plane (m; the default safety envelope
+#: asks for 5 mm)
+TIP_CLEARANCE = 0.006
+#: integer pixels (answers come rounded): uniform +-0.5 px, sigma 0.29 px
+_ROUNDING_SIGMA_PX = 0.29
+#: the grasp point lies at least this far into an object behind its visible surface interval (m)
+_MIN_THICKNESS = 0.02
+#: depth's guess of the grasp point: half the object's thickness behind the visible surface plus this (m), with
+#: this spread; measured on the simulator's datagen grasps (bopask_sim, 45 grasps on 10 scenes: the grasp point
+#: lies 3.2 cm behind the surface at its pixel, median; half the measured width + 8 mm: bias 1.5 mm, sd 14 mm)
+_DEPTH_OFFSET = 0.008
+_DEPTH_SIGMA = 0.014
+#: the mirror PnP solution whose approach is this much closer to "down into the support" is preferred
+_MIRROR_ANGLE_DEG = 30.0
+
+
+def _pnp_range_sigma(T: NDArray[np.float64], K: NDArray[np.float64], size_px: float) -> float:
+    """Standard deviation (m) of PnP's grasp point along its viewing ray for 1 px of keypoint noise: first-order
+    propagation of the pose covariance ``(J^T J)^-1`` of the 10 reprojected coordinates."""
+    rvec = cv2.Rodrigues(T[:3, :3])[0]
+    tvec = T[:3, 3].reshape(3, 1)
+    _, J = cv2.projectPoints(_SKEL, rvec, tvec, K, np.zeros(5))
+    J = J[:, :6]
+    try:
+        cov = np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return float(T[2, 3]) / max(size_px, 1e-6)
+    gp0 = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
+    ray = gp0 / np.linalg.norm(gp0)
+    G = np.zeros(6)
+    eps = 1e-6
+    for k in range(6):
+        dv = np.zeros(6)
+        dv[k] = eps
+        Rk = cv2.Rodrigues(rvec + dv[:3, None])[0]
+        G[k] = ((Rk @ _GRASP_POINT + T[:3, 3] + dv[3:]) - gp0) @ ray / eps
+    var = float(G @ cov @ G)
+    return float(np.sqrt(var)) if np.isfinite(var) and var > 0 else float(T[2, 3]) / max(size_px, 1e-6)
+
+
+def _depth_above_support(lifter: DepthLifter, p: NDArray[np.float64], height: float) -> float | None:
+    """Depth (z) at which the ray through ``p`` comes ``height`` above the support plane going away from the
+    camera; None without a plane or for a ray that does not descend towards it."""
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return None
+    rate = float(np.asarray(plane.normal, float) @ p) / float(p[2])  # plane distance change per metre of z
+    if rate >= -1e-9:
+        return None
+    return float((height - plane.offset) / rate)
+
+
+def _clear_support(T: NDArray[np.float64], lifter: DepthLifter, valid: bool, range_source: str, sigma_z: float,
+                   notes: list[str]) -> tuple[NDArray[np.float64], bool, str]:
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return T, valid, range_source
+    n = np.asarray(plane.normal, float)
+    tips = (_SKEL[3:5] @ T[:3, :3].T + T[:3, 3])
+    lowest = float(np.min(plane.signed_distance(tips)))
+    if lowest >= TIP_CLEARANCE:
+        return T, valid, range_source
+    gp = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
+    if float(plane.signed_distance(gp)[0]) < 0.0075:
+        return T, valid, range_source  # the grasp point is not clearly above that plane: not its support
+    rate = float(n @ gp)  # change of every point's plane distance per unit scale along the ray
+    if abs(rate) < 1e-9:
+        return T, valid, range_source
+    f = 1.0 + (TIP_CLEARANCE - lowest) / rate
+    shift = abs(f - 1.0) * float(np.linalg.norm(gp))
+    if f <= 0 or shift > 3.0 * sigma_z:  # not a range error (or not the support): left to the safety envelope
+        notes.append(f"finger tips {-lowest:.3f} m below the support plane, more than PnP's range uncertainty")
+        return T, valid, range_source
+    T = T.copy()
+    T[:3, 3] += gp * (f - 1.0)
+    notes.append(f"slid {shift:.3f} m back along the ray: the finger tips were {-lowest:.3f} m below the "
+                 f"support surface")
+    return T, valid, "pnp+depth"
+
+
+def _into_support(lifter: DepthLifter) -> NDArray[np.float64] | None:
+    """Unit vector into the support plane (camera frame), or None without a plane."""
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return None
+    n = np.asarray(plane.normal, float)
+    return -n / np.linalg.norm(n)
+
+
+def _truncated_mean(mu: float, sigma: float, lo: float, hi: float) -> float:
+    """Mean of N(mu, sigma) restricted to [lo, hi]: PnP's range where it is sharp, the interval's middle where
+    PnP is vaguer than the depth interval is wide."""
+    from scipy.stats import truncnorm
+
+    a, b = (lo - mu) / sigma, (hi - mu) / sigma
+    m = float(truncnorm.mean(a, b, loc=mu, scale=sigma))
+    return m if np.isfinite(m) else float(np.clip(mu, lo, hi))
 
 
 @dataclass
@@ -138,8 +252,22 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
 
     # depth only arbitrates between solutions that explain the pixels about equally well
     best_res = min(c[1] for c in cands)
-    plausible = [i for i, c in enumerate(cands) if c[1] <= 2.0 * best_res + 0.25 * pixel_sigma]
+    # (within twice the best residual, or within the noise the best fit's residual shows, at least integer
+    # rounding: noisy keypoints often fit the wrong mirror solution a pixel better)
+    noise_px = max(_ROUNDING_SIGMA_PX, _RESIDUAL_TO_SIGMA * best_res)
+    plausible = [i for i, c in enumerate(cands)
+                 if c[1] <= max(2.0 * best_res + 0.25 * pixel_sigma, best_res + 1.5 * noise_px)]
     order = sorted(plausible, key=lambda i: (violations(cands[i][0]), cands[i][1]))
+    # planar PnP's two mirror solutions explain noisy pixels about equally well, and depth tells them apart only
+    # weakly (the far finger of a true grasp is often hidden behind the object, which reads as a violation):
+    # the one approaching the support surface from above wins when their approaches differ clearly (the mirror
+    # of a top-down grasp approaches sideways or from below), unless depth speaks clearly against it
+    if len(order) > 1 and violations(cands[order[1]][0]) <= violations(cands[order[0]][0]) + 2:
+        down = _into_support(lifter)
+        if down is not None:
+            ang = [float(np.degrees(np.arccos(np.clip(cands[i][0][:3, 2] @ down, -1, 1)))) for i in order[:2]]
+            if ang[1] + _MIRROR_ANGLE_DEG < ang[0]:
+                order[0], order[1] = order[1], order[0]
     best = order[0]
     T, residual = cands[best]
     T = T.copy()
@@ -151,28 +279,57 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
         valid = False
         notes.append(f"keypoints do not fit the gripper skeleton (RMS {residual:.1f} px > {max_residual_px:.1f} px)")
 
-    # range along the grasp point's ray
+    # range along the grasp point's ray: from depth, PnP only inside the depth interval
     range_source = "pnp"
     gp = T[:3, :3] @ _GRASP_POINT + T[:3, 3]
     z_g, d_g = float(gp[2]), float(d[5 + best])
-    size_px = max(base_px, 1e-6)
-    sigma_z = 3.0 * z_g * pixel_sigma / size_px + 0.002  # PnP range uncertainty from the apparent size
+    # PnP's 1-sigma range uncertainty at 1 px noise, from the skeleton's geometry as seen (a skeleton seen
+    # foreshortened pins its range down far less than one seen face-on): for the accept/reject decision
+    # scaled by the declared noise (or more, when the fit residual shows more); for the estimate by the noise
+    # the residual shows, at least integer rounding for integer keypoints (exact keypoints stay exact; a uniformly mis-scaled
+    # skeleton fits without residual and is only moved onto the nearest end of the depth interval)
+    res_sigma_px = _RESIDUAL_TO_SIGMA * residual
+    range_1px = _pnp_range_sigma(T, cam.K, base_px)
+    sigma_z = range_1px * max(pixel_sigma, res_sigma_px) + 0.002
+    integer = bool(np.all(kp == np.rint(kp)))  # a model's answer, rounded: at least that much noise
+    floor_px = _ROUNDING_SIGMA_PX if integer else 0.02
+    sigma_est = range_1px * max(res_sigma_px, floor_px * min(pixel_sigma, 1.0)) + 1e-4
     if np.isfinite(d_g):
         tol = max(0.005, 0.01 * d_g)
+        w_obj = measure_width(T, lifter, margin=0.0)
+        thick = float(np.clip(w_obj if w_obj is not None else MAX_OPENING, _MIN_THICKNESS, MAX_OPENING))
+        # the grasp point lies between the finger pads, inside the object: not in front of the visible surface,
+        # not deeper behind it than the largest opening (an object's extent along the ray is not its width
+        # across the fingers: measured, it often lies deeper than that width)
         lo, hi = d_g - tol, d_g + MAX_OPENING + tol
-        if z_g < lo or z_g > hi:
-            target = lo if z_g < lo else hi
-            if abs(target - z_g) <= sigma_z:
+        # ... nor below the support plane: where the grasp point's ray comes within the tips' clearance of it
+        z_floor = _depth_above_support(lifter, gp, TIP_CLEARANCE + 0.002)
+        if z_floor is not None and lo < z_floor < hi:
+            hi = z_floor
+        if z_g > hi + 3.0 * sigma_z:
+            valid = False
+            notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (PnP range disagrees with "
+                         f"the depth by more than 3 sigma = {3 * sigma_z:.3f} m)")
+        elif z_g < lo - 3.0 * sigma_z:
+            notes.append(f"grasp point {d_g - z_g:.3f} m in front of the visible surface (thin part or background): "
+                         f"range from PnP")
+        else:
+            # depth's own guess: half the thickness behind the surface, plus _DEPTH_OFFSET; fused with PnP
+            c, s_d = d_g + 0.5 * thick + _DEPTH_OFFSET, _DEPTH_SIGMA
+            w_p, w_d = 1.0 / sigma_est**2, 1.0 / s_d**2
+            target = _truncated_mean((z_g * w_p + c * w_d) / (w_p + w_d), float(np.sqrt(1.0 / (w_p + w_d))), lo, hi)
+            if abs(target - z_g) > 5e-4:
                 T[:3, 3] += gp * (target / z_g - 1.0)  # slide along the grasp point's ray, rotation kept
                 range_source = "pnp+depth"
-                notes.append(f"slid {target - z_g:+.3f} m along the ray onto the depth at the grasp point")
-            elif z_g > hi:
-                valid = False
-                notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (deeper than the opening)")
-            else:
-                notes.append(f"grasp point {d_g - z_g:.3f} m in front of the visible surface (thin part or background)")
+                notes.append(f"slid {target - z_g:+.3f} m along the ray onto the depth at the grasp point "
+                             f"(object {thick:.3f} m thick behind the surface)")
     else:
         notes.append("no depth at the grasp point: range from PnP only")
+
+    # the fingers cannot reach into the support surface either: tips below it (a range or tilt error of a
+    # low grasp) slide the gripper back along the grasp point's ray within PnP's uncertainty (beyond it, the
+    # safety envelope, which knows the table, decides)
+    T, valid, range_source = _clear_support(T, lifter, valid, range_source, sigma_z, notes)
 
     kp3 = _SKEL @ T[:3, :3].T + T[:3, 3]
     tol_kp = np.maximum(0.01, 0.03 * kp3[:, 2])
@@ -190,28 +347,61 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
 
 
 def measure_width(T_cam_gripper: ArrayLike, lifter: DepthLifter, margin: float = 0.01,
-                  samples: int = 41) -> float | None:
-    """Extent of the visible surface between the fingers along the closing axis, plus ``margin``,
-    clipped to [0, MAX_OPENING]; ``None`` when the depth shows nothing between the fingers.
+                  samples: int = 61) -> float | None:
+    """Extent of the object between the fingers along the closing axis, plus ``margin``, clipped to
+    [0, MAX_OPENING]; ``None`` when the depth shows nothing between the fingers.
 
-    Pixels along the projected closing line through the grasp point are lifted; points within a slab
-    around the finger plane (|y| < 2 cm, approach within 3 cm of the grasp depth) count as the object.
+    Pixels along the projected closing line through the grasp point are lifted onto the visible surface. The
+    object is the run of those surface points around the grasp point's pixel that is continuous in depth (no
+    jump to the background), stands above the support plane (when there is one) and lies within the
+    gripper's reach (within 4 cm of the finger plane, 6 cm of the grasp depth); its extent is the spread of the
+    points' coordinates along the closing axis. The surface points are where the pixel rays meet the object,
+    not on the closing line itself: an object seen obliquely shows its top face behind or in front of the line
+    (a 4 cm box seen at 45 degrees measured 1.5 cm when only points near the line counted).
     """
     T = np.asarray(T_cam_gripper, dtype=np.float64)
-    xs = np.linspace(-MAX_OPENING / 2, MAX_OPENING / 2, samples)
+    half = MAX_OPENING / 2 + 0.01
+    xs = np.linspace(-half, half, samples)
     line = np.stack([xs, np.zeros_like(xs), np.full_like(xs, GRASP_DEPTH)], axis=1) @ T[:3, :3].T + T[:3, 3]
     px = lifter.camera.project(line)
-    ok = lifter.camera.in_image(px)
+    ok = lifter.camera.in_image(px) & np.all(np.isfinite(px), axis=1)
     if not np.any(ok):
         return None
+    pts = np.full((samples, 3), np.nan)
     lp = lifter.lift(px[ok], mode="surface")
-    if not np.any(lp.valid):
+    pts[np.flatnonzero(ok)[lp.valid]] = lp.points[lp.valid]
+    good = np.all(np.isfinite(pts), axis=1)
+    local = np.full_like(pts, np.nan)
+    local[good] = (pts[good] - T[:3, 3]) @ T[:3, :3]
+    with np.errstate(invalid="ignore"):
+        good &= (np.abs(local[:, 1]) < 0.04) & (np.abs(local[:, 2] - GRASP_DEPTH) < 0.06)
+    try:
+        plane = lifter.support_plane()
+        with np.errstate(invalid="ignore"):
+            good &= ~(np.abs(plane.signed_distance(np.nan_to_num(pts))) < 0.005)
+    except ValueError:
+        pass
+    idx = np.flatnonzero(good)
+    if idx.size < 2:
         return None
-    Tinv_R = T[:3, :3].T
-    local = (lp.points[lp.valid] - T[:3, 3]) @ Tinv_R.T
-    sel = (np.abs(local[:, 1]) < 0.02) & (np.abs(local[:, 2] - GRASP_DEPTH) < 0.03) \
-        & (np.abs(local[:, 0]) <= MAX_OPENING / 2)
-    if np.count_nonzero(sel) < 2:
-        return None
-    ext = float(local[sel, 0].max() - local[sel, 0].min()) + margin
+    c = int(idx[np.argmin(np.abs(xs[idx]))])
+    if abs(xs[c]) > MAX_OPENING / 4:
+        return None  # nothing near the grasp point itself
+    step = float(xs[1] - xs[0])
+    run = [c]
+    for direction in (-1, 1):
+        last, k, gap = c, c + direction, 0
+        while 0 <= k < samples:
+            if good[k]:
+                jump = abs(float(pts[k, 2] - pts[last, 2]))
+                if jump > 0.015 + 3.0 * step * abs(k - last):
+                    break  # a depth edge: the background, not the object
+                run.append(k)
+                last, gap = k, 0
+            else:
+                gap += 1
+                if gap > 3:
+                    break  # a hole wider than a few samples ends the object
+            k += direction
+    ext = float(np.ptp(local[run, 0])) + margin
     return float(np.clip(ext, 0.0, MAX_OPENING))

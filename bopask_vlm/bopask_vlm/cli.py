@@ -2,6 +2,10 @@
 
 Each subcommand lives in its own module and is imported only when used, so ``bopask --help`` is
 instant and a missing optional dependency of one subcommand does not break the others.
+
+Other installed packages add subcommands through the entry-point group ``bopask.commands`` (name = the
+subcommand, value = ``module:function`` taking ``argv`` and returning an exit code), e.g. ``bopask_sim``
+registers ``sim-eval``; this package never imports them. Built-in names win over plugins.
 """
 
 from __future__ import annotations
@@ -21,9 +25,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: the entry-point group other packages register subcommands in
+PLUGIN_GROUP = "bopask.commands"
+
+
+def plugins() -> dict[str, object]:
+    """Installed plugin subcommands: name -> ``importlib.metadata.EntryPoint`` (not loaded)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in SUBCOMMANDS}
+
+
 def _usage() -> str:
     lines = ["usage: bopask <command> [options]", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    for name, ep in sorted(plugins().items()):
+        lines.append(f"  {name:<9} (plugin: {ep.value.split(':')[0].split('.')[0]})")
     lines += ["", "`bopask <command> --help` describes a command's options."]
     return "\n".join(lines)
 
@@ -34,11 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     name, rest = args[0], args[1:]
-    if name not in SUBCOMMANDS:
+    if name in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    ep = plugins().get(name)
+    if ep is None:
         print(f"bopask: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        fn = ep.load()
+    except Exception as e:  # a broken plugin must not hide the others: say which and why
+        print(f"bopask: the plugin command {name!r} ({ep.value}) cannot be loaded: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 2
+    return int(fn(rest) or 0)
 
 
 if __name__ == "__main__":

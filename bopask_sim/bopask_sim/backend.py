@@ -1,0 +1,232 @@
+"""The simulator as a motion backend behind the task pipeline's ``Planner`` protocol.
+
+``SimMotionBackend.plan(result, goal, cancel)`` builds the MoveIt path's steps (:mod:`bopask_ros.motion_steps`)
+from the pipeline result and carries them out in the simulated scene (:mod:`bopask_sim.steps`):
+
+- grasp: ``grasp_steps(result.grasp_pose_base)`` (pre-grasp, open, approach, close, attach, lift), then the
+  object is held for 1 s and the outcome measured (:class:`bopask_sim.outcomes.GraspMeasure`);
+- trajectory: the object held by the last grasp is carried along ``trajectory_steps`` of the lifted waypoints
+  (the hand keeps the grasp's orientation and its offset from the object's base point), released on the last
+  one, and the hand backs off 8 cm (a simulator-only step, so that it does not disturb the placed object);
+- other tasks: nothing moves (``pose`` would add a collision box, which the simulated scene already holds).
+
+IK failures are found before anything moves (``PlanOutcome(ok=False, executed=False)``); physical failures
+come back as ``PlanOutcome(ok=False, executed=True, reason=...)``; ``plan_only`` goals only check IK.
+:meth:`SimMotionBackend.from_params` builds one from plain parameters (for the ROS node's ``motion_backend: sim``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bopask_ros.motion_steps import MotionStep, grasp_steps, trajectory_steps
+from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
+from bopask_ros.safety import SafetyEnvelope
+from bopask_sim.outcomes import HOLD_S, CarryMeasure, GraspMeasure, classify_carry, classify_grasp
+from bopask_sim.robot import ContactMonitor, IKError
+from bopask_sim.steps import check_reachable, describe, run_steps
+from bopask_sim.world import SimWorld
+from bopask_vlm.answers.types import Task
+from bopask_vlm.gripper import FLIP_Z, GRASP_DEPTH
+
+RETREAT = 0.08
+
+
+class SimMotionBackend:
+    """Planner protocol over a :class:`SimWorld`. ``safety``: the envelope whose ``pre_grasp`` distance the grasp
+    steps use (default: the node's default envelope); ``lift_distance``: the grasp's final lift (m)."""
+
+    def __init__(self, world: SimWorld, safety: SafetyEnvelope | None = None, *, lift_distance: float = 0.1,
+                 hold_s: float = HOLD_S) -> None:
+        self.world = world
+        self.arm = world.panda
+        self.safety = safety or SafetyEnvelope()
+        self.lift_distance = float(lift_distance)
+        self.hold_s = float(hold_s)
+        self.held: int | None = None  # instance index held after a successful grasp
+        self.last: dict[str, Any] = {}  # measures of the last plan() for the caller (metrics, pictures)
+
+    @classmethod
+    def from_params(cls, scene_seed: int = 0, num_objects: int = 5, calibration: str | Path | None = None,
+                    width: int = 640, height: int = 480, scene_file: str | Path | None = None,
+                    safety: dict[str, Any] | None = None, **world_kwargs: Any) -> SimMotionBackend:
+        """A backend over a fresh scene built from plain parameters. ``scene_file``: a JSON/YAML mapping with
+        any of ``scene_seed``, ``num_objects``, ``calibration``, ``width``, ``height`` (overrides the arguments);
+        ``safety``: :meth:`SafetyEnvelope.from_dict` parameters."""
+        if scene_file:
+            import yaml
+
+            spec = yaml.safe_load(Path(scene_file).read_text()) or {}
+            if not isinstance(spec, dict):
+                raise ValueError(f"{scene_file}: a scene file holds a mapping")
+            scene_seed = int(spec.get("scene_seed", scene_seed))
+            num_objects = int(spec.get("num_objects", num_objects))
+            calibration = spec.get("calibration", calibration)
+            width, height = int(spec.get("width", width)), int(spec.get("height", height))
+        world = SimWorld(scene_seed, num_objects, calibration=calibration, width=width, height=height, **world_kwargs)
+        return cls(world, SafetyEnvelope.from_dict(safety) if safety else None)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _to_world(self, T_base: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self.world.base_to_world(T_base)
+
+    def _nearest_instance(self, p_world: NDArray[np.float64], exclude: set[int] = frozenset()) -> int | None:
+        """The instance whose surface is nearest to a world point (pybullet closest points, 10 cm search)."""
+        import pybullet as p
+
+        best, best_d = None, np.inf
+        probe = p.createCollisionShape(p.GEOM_SPHERE, radius=1e-3, physicsClientId=self.world.client)
+        body = p.createMultiBody(0, probe, -1, p_world.tolist(), physicsClientId=self.world.client)
+        try:
+            for i, inst in enumerate(self.world.instances):
+                if i in exclude:
+                    continue
+                pts = p.getClosestPoints(body, inst.body, 0.10, physicsClientId=self.world.client)
+                if pts:
+                    d = min(c[8] for c in pts)
+                    if d < best_d:
+                        best, best_d = i, d
+        finally:
+            p.removeBody(body, physicsClientId=self.world.client)
+        return best
+
+    def _collisions(self) -> list[dict[str, Any]]:
+        return [vars(c) for c in self.arm.monitor.collisions]
+
+    # -- Planner protocol --------------------------------------------------------------------------------
+    def plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None = None) -> PlanOutcome:
+        task = Task(goal.task)
+        execute = not goal.plan_only
+        if task == Task.GRASP:
+            if result.grasp_pose_base is None:
+                return PlanOutcome(False, "no grasp pose to execute")
+            return self.grasp(result.grasp_pose_base, execute=execute, cancel=cancel)
+        if task == Task.TRAJECTORY:
+            return self.carry(result.points_base, execute=execute, cancel=cancel)
+        return PlanOutcome(True, f"nothing to execute for {task.value}")
+
+    # -- grasp -------------------------------------------------------------------------------------------
+    def grasp(self, T_base_skeleton: NDArray[np.float64], *, execute: bool = True,
+              cancel: Callable[[], bool] | None = None) -> PlanOutcome:
+        """Grasp at an M2T2 skeleton pose in the base frame (the pipeline's ``grasp_pose_base``)."""
+        m = GraspMeasure()
+        # a parallel-jaw grasp and the same grasp turned 180 degrees about its approach are one physical grasp:
+        # the arm takes whichever its joint limits allow
+        T_in = np.asarray(T_base_skeleton, float)
+        first: IKError | None = None
+        for T_try in (T_in, T_in @ FLIP_Z):
+            steps = grasp_steps(T_try, self.safety, lift_distance=self.lift_distance)
+            try:
+                sols = check_reachable(steps, self.arm, self._to_world)
+                break
+            except IKError as e:
+                first = first or e
+        else:
+            m.ik_failure = str(first)
+            self.last = {"task": "grasp", "steps": describe(steps), "measure": m}
+            return PlanOutcome(False, f"ik_failure: {first}", executed=False, plan=m)
+        self.last = {"task": "grasp", "steps": describe(steps), "measure": m}
+        if not execute:
+            return PlanOutcome(True, "reachable (plan only)", executed=False, plan=m)
+        T_w = self._to_world(np.asarray(T_base_skeleton, float))
+        grasp_point = T_w[:3, :3] @ np.array([0.0, 0.0, GRASP_DEPTH]) + T_w[:3, 3]
+        target = self._nearest_instance(grasp_point)
+        m.target = target
+        body = self.world.instances[target].body if target is not None else None
+        self.arm.monitor = ContactMonitor(target=body)
+        z0 = self.world.object_pose(target)[2, 3] if target is not None else 0.0
+        self.held = None
+
+        def rise() -> float:
+            return float(self.world.object_pose(target)[2, 3] - z0) if target is not None else 0.0
+
+        try:
+            run_steps(steps, self.arm, self._to_world, sols, cancel=cancel)
+        except IKError as e:
+            m.ik_failure = str(e)
+        m.rise_after_lift = rise()
+        if not m.ik_failure:
+            self.arm.wait(self.hold_s)
+        m.rise_after_hold = rise()
+        m.in_hand = bool(body is not None and all(self.arm.touching(body)))
+        m.collisions = self._collisions()
+        ok, reason = classify_grasp(m)
+        if ok or (m.in_hand and m.rise_after_hold > 0.02):
+            self.held = target
+        detail = f"{reason.value}: rose {m.rise_after_lift * 100:.1f} cm, {m.rise_after_hold * 100:.1f} cm after " \
+                 f"{self.hold_s:.0f} s" + (f"; {m.collisions[0]['a']} hit {m.collisions[0]['b']} "
+                                           f"({m.collisions[0]['force']:.0f} N, {m.collisions[0]['step']})"
+                                           if m.collisions else "") + (f"; {m.ik_failure}" if m.ik_failure else "")
+        return PlanOutcome(ok, detail, executed=True, plan=m)
+
+    # -- carry -------------------------------------------------------------------------------------------
+    def carry(self, points_base: NDArray[np.float64], *, execute: bool = True,
+              target_world: NDArray[np.float64] | None = None,
+              cancel: Callable[[], bool] | None = None) -> PlanOutcome:
+        """Carry the held object's base point along ``points_base`` (the pipeline's lifted waypoints) and
+        release it on the last one. ``target_world``: the intended resting place of the base point, for the
+        placement error (else the last waypoint)."""
+        P = np.asarray(points_base, float).reshape(-1, 3)
+        m = CarryMeasure()
+        self.last = {"task": "trajectory", "measure": m}
+        a = self.held
+        if a is None or not all(self.arm.touching(self.world.instances[a].body)):
+            m.held_at_start = False
+            return PlanOutcome(False, "grasp_failed: no object in the gripper to carry", executed=False, plan=m)
+        if len(P) < 2:
+            return PlanOutcome(False, "a trajectory needs at least 2 waypoints", executed=False, plan=m)
+        T_hand_b = self.world.world_to_base(self.arm.hand_pose())
+        d = T_hand_b[:3, 3] - self.world.world_to_base(self.world.base_point(a)[None])[0]
+        steps = trajectory_steps(P + d, orientation=T_hand_b[:3, :3], tool_offset=0.0)
+        back = T_hand_b.copy()
+        back[:3, 3] = P[-1] + d + [0.0, 0.0, RETREAT]
+        steps.append(MotionStep("linear", "retreat (simulator)", back))
+        self.last["steps"] = describe(steps)
+        try:
+            sols = check_reachable(steps, self.arm, self._to_world)
+        except IKError as e:
+            m.ik_failure = str(e)
+            return PlanOutcome(False, f"ik_failure: {e}", executed=False, plan=m)
+        if not execute:
+            return PlanOutcome(True, "reachable (plan only)", executed=False, plan=m)
+        last_w = self.world.base_to_world(P[-1:])[0]
+        b = self._nearest_instance(last_w - [0.0, 0.0, 0.005], exclude={a})
+        allowed = {self.world.instances[b].body} if b is not None else set()
+        body = self.world.instances[a].body
+        self.arm.monitor = ContactMonitor(target=body, allowed=allowed)
+
+        def before(i: int, s: MotionStep) -> None:
+            if s.kind == "detach":
+                m.held_before_release = bool(all(self.arm.touching(body)))
+                m.released_at = self.world.base_point(a).tolist()
+
+        try:
+            run_steps(steps, self.arm, self._to_world, sols, before=before, cancel=cancel)
+        except IKError as e:
+            m.ik_failure = str(e)
+        self.held = None
+        self.arm.wait(self.hold_s)
+        goal = last_w if target_world is None else np.asarray(target_world, float)
+        m.placement_error = float(np.linalg.norm(self.world.base_point(a) - goal))
+        m.collisions = self._collisions()
+        ok, reason = classify_carry(m)
+        detail = f"{reason.value}: placed {m.placement_error * 100:.1f} cm from the target" + (
+            f"; {m.collisions[0]['a']} hit {m.collisions[0]['b']} ({m.collisions[0]['force']:.0f} N, "
+            f"{m.collisions[0]['step']})" if m.collisions else "") + (f"; {m.ik_failure}" if m.ik_failure else "")
+        return PlanOutcome(ok, detail, executed=True, plan=m)
+
+    def close(self) -> None:
+        self.world.close()
+
+
+def write_scene_file(path: str | Path, **params: Any) -> Path:
+    """A scene file for :meth:`SimMotionBackend.from_params` (JSON is YAML)."""
+    p = Path(path)
+    p.write_text(json.dumps(params, indent=1))
+    return p
