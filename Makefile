@@ -23,17 +23,17 @@ WITH_ROS := source scripts/ros_paths.sh install &&
 
 demo: sysdeps venv
 	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
-	@# the closed loop in physics (bopask_sim; on the path even before its editable install)
-	PYTHONPATH=bopask_sim$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m bopask_sim.demo --out demo_out --quiet
+	@# the closed loop in physics (bopask_sim, pybullet's Panda): appends its section to demo_out/report.md
+	$(PY) -m bopask_sim.demo --out demo_out --quiet
 
 test: sysdeps venv ros lint
 	$(WITH_ROS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check bopask_vlm bopask_ros tests benchmarks
+	$(VENV)/bin/ruff check bopask_vlm bopask_ros bopask_sim tests benchmarks
 
 format: venv
-	$(VENV)/bin/ruff format bopask_vlm bopask_ros tests benchmarks
+	$(VENV)/bin/ruff format bopask_vlm bopask_ros bopask_sim tests benchmarks
 
 bench: sysdeps venv ros
 	@$(WITH_ROS) for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -55,8 +55,8 @@ $(DEPS_STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-$(PKG_STAMP): $(DEPS_STAMP) bopask_vlm/setup.py bopask_ros/setup.py
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./bopask_vlm -e ./bopask_ros
+$(PKG_STAMP): $(DEPS_STAMP) bopask_vlm/setup.py bopask_ros/setup.py bopask_sim/setup.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./bopask_vlm -e ./bopask_ros -e ./bopask_sim
 	touch $@
 
 # Debian libraries: libusb for open3d's import, rosidl to parse our .msg/.action files in tests.
