@@ -2,31 +2,29 @@
 a progress bar; resumable and deterministic per seed; corrupt frames skipped and reported; a worker lost
 mid-run (process killed, node gone) retried, and a scene that still fails reported by name.
 
-Two phases, the same functions on either backend: (1) the geometry of every object model (collision mesh,
-hull, grasp candidates; :mod:`bopask_vlm.datagen.model_geometry`), once per model; (2) one job per scene,
-given its dataset's models, returning the scene's shard text, which the driver writes atomically (workers
-need the dataset's files, not the output directory).
+Two kinds of task, the same functions on every backend (:mod:`bopask_vlm.datagen.executors`): the geometry
+of each object model the scenes use (collision mesh, hull, grasp candidates;
+:mod:`bopask_vlm.datagen.model_geometry`), once per model, largest first; and one task per scene, started as
+soon as its models are built, given them, and returning the scene's shard text, which the driver writes
+atomically (workers need the dataset's files, not the output directory).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bopask_vlm.answers.types import Task
-from bopask_vlm.datagen.bop_reader import BopFormatError, find_models_dir, list_scenes
+from bopask_vlm.datagen.bop_reader import BopFormatError, BopScene, find_models_dir, list_scenes
+from bopask_vlm.datagen.executors import make_executor
 from bopask_vlm.datagen.model_geometry import ModelGeometry, ModelGeometryError, build_model_geometry, model_paths
 from bopask_vlm.datagen.object_names import object_names
 from bopask_vlm.datagen.scene_tasks import Options, process_scene
 from bopask_vlm.datagen.shards import shard_path, write_card, write_shard_text
-
-#: Modules every worker needs, imported by the driver before a process pool forks (each costs 0.1-0.6 s).
-WORKER_IMPORTS = ("trimesh", "trimesh.ray.ray_pyembree", "fcl", "cv2", "PIL.Image", "scipy.spatial", "open3d",
-                  "fast_simplification")
 
 
 class DatagenError(ValueError):
@@ -43,7 +41,7 @@ class SceneJob:
 
 
 def model_job(args: tuple[str, int, str, int]) -> tuple[str, int, ModelGeometry | str]:
-    """Phase 1 task: ``(models_dir, obj_id, mesh path, seed)`` -> the model's geometry, or its error text."""
+    """Model task: ``(models_dir, obj_id, mesh path, seed)`` -> the model's geometry, or its error text."""
     models_dir, oid, path, seed = args
     try:
         return models_dir, oid, build_model_geometry(path, oid, seed)
@@ -51,121 +49,29 @@ def model_job(args: tuple[str, int, str, int]) -> tuple[str, int, ModelGeometry 
         return models_dir, oid, str(e)
 
 
-def scene_job(job: SceneJob, models: dict[int, ModelGeometry]) -> dict[str, Any]:
-    """Phase 2 task: one scene's shard text, counts and errors."""
+def scene_job(job: SceneJob, *models: ModelGeometry) -> dict[str, Any]:
+    """Scene task: one scene's shard text, counts and errors, given the geometry of its models."""
     rephrase = None
     if job.rephrase:
         from bopask_vlm.datagen.qa import openai_rephraser
 
         rephrase = openai_rephraser(**job.rephrase)
-    res = process_scene(job.scene_dir, job.out_dir, job.seed, job.opts, rephrase, models)
+    res = process_scene(job.scene_dir, job.out_dir, job.seed, job.opts, rephrase, {m.obj_id: m for m in models})
     return {"scene": job.scene_dir, "shard": "".join(r.to_line() + "\n" for r in res.records),
             "records": len(res.records), "frames_ok": res.frames_ok, "errors": res.errors}
-
-
-class _Local:
-    """A process pool (``workers`` > 1) or this process; a pool broken by a killed worker is rebuilt and
-    the unfinished tasks resubmitted (up to ``retries`` times each)."""
-
-    def __init__(self, workers: int, retries: int) -> None:
-        self.workers, self.retries = workers, retries
-        self.pool: Any = None
-        if workers > 1:
-            import importlib
-
-            for m in WORKER_IMPORTS:  # inherited by forked workers instead of imported by each
-                try:
-                    importlib.import_module(m)
-                except ImportError:
-                    pass
-            self._new_pool()
-
-    def _new_pool(self) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.pool = ProcessPoolExecutor(max_workers=self.workers)
-
-    def put(self, value: Any) -> Any:
-        return value
-
-    def run(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> Iterator[tuple[int, Any, BaseException | None]]:
-        """Yields ``(task index, result, None)`` or ``(task index, None, error)`` as tasks finish."""
-        if self.pool is None:
-            for i, t in enumerate(tasks):
-                try:
-                    yield i, fn(*t), None
-                except Exception as e:  # a bug or an unforeseen bad input: report the task, keep going
-                    yield i, None, e
-            return
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
-
-        attempts = [0] * len(tasks)
-        pending = {self.pool.submit(fn, *t): i for i, t in enumerate(tasks)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            lost: list[int] = []
-            for f in done:
-                i = pending.pop(f)
-                try:
-                    yield i, f.result(), None
-                except BrokenProcessPool as e:  # a worker died (killed, out of memory): retry elsewhere
-                    attempts[i] += 1
-                    if attempts[i] > self.retries:
-                        yield i, None, e
-                    else:
-                        lost.append(i)
-                except Exception as e:
-                    yield i, None, e
-            if lost:
-                # the pool is unusable once a worker died: every unfinished task is resubmitted to a new one
-                lost += list(pending.values())
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self._new_pool()
-                pending = {self.pool.submit(fn, *tasks[i]): i for i in sorted(set(lost))}
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
-class _Ray:
-    """The same tasks as Ray remote functions; Ray retries a task whose worker or node died
-    (``max_retries``), then its error is reported."""
-
-    def __init__(self, address: str | None, retries: int) -> None:
-        import ray  # optional dependency, imported only when asked for
-
-        self.ray = ray
-        self.owned = not ray.is_initialized()
-        if self.owned:
-            ray.init(address=address, log_to_driver=False)
-        self.retries = retries
-
-    def put(self, value: Any) -> Any:
-        return self.ray.put(value)  # shipped once per node, shared by its workers
-
-    def run(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> Iterator[tuple[int, Any, BaseException | None]]:
-        ray = self.ray
-        remote = ray.remote(max_retries=self.retries, retry_exceptions=False)(fn)
-        refs = {remote.remote(*t): i for i, t in enumerate(tasks)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            i = refs[done[0]]
-            try:
-                yield i, ray.get(done[0]), None
-            except Exception as e:  # RayTaskError, WorkerCrashedError, NodeDiedError ... after retries
-                yield i, None, e
-
-    def close(self) -> None:
-        if self.owned:
-            self.ray.shutdown()
 
 
 def _error_key(e: dict[str, Any]) -> tuple[str, str, int, str, str]:
     return (str(e.get("scene") or ""), str(e.get("model") or ""), -1 if e.get("im_id") is None else int(e["im_id"]),
             str(e.get("stage")), str(e.get("error")))
+
+
+def _scene_obj_ids(scene: Path) -> set[int] | None:
+    """The object ids a scene's annotations name (None when they cannot be read: its task reports why)."""
+    try:
+        return {int(g["obj_id"]) for gts in BopScene(scene).scene_gt.values() for g in gts}
+    except (BopFormatError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def generate(dataset_root: str | Path, out_dir: str | Path, seed: int = 0, *, split: str | None = None,
@@ -179,8 +85,8 @@ def generate(dataset_root: str | Path, out_dir: str | Path, seed: int = 0, *, sp
 
     ``backend``: "process" (``workers`` local processes) or "ray" (a Ray cluster at ``address``, e.g.
     ``"10.0.0.1:6379"``; None: the one this process is connected to, else a new local one). ``retries``: how
-    often a scene whose worker died is retried. ``rephrase``: ``{"base_url", "model"}`` of an
-    OpenAI-compatible server to rephrase questions. Output is identical, byte for byte, on either backend."""
+    often a task whose worker died is resubmitted. ``rephrase``: ``{"base_url", "model"}`` of an
+    OpenAI-compatible server to rephrase questions. Output is identical, byte for byte, on every backend."""
     root, out = Path(dataset_root), Path(out_dir)
     scenes = list_scenes(root, split)
     if not scenes:
@@ -204,53 +110,68 @@ def generate(dataset_root: str | Path, out_dir: str | Path, seed: int = 0, *, sp
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    ex: _Local | _Ray = _Ray(address, retries) if backend == "ray" else _Local(workers, retries)
-    t_start = t_models = time.perf_counter()
-    try:
-        # phase 1: every model of the datasets the scenes use, once (largest files first: they take longest)
-        mdirs: dict[str, str | None] = {}
-        for s in todo:
+    # what each scene needs: its models directory and the objects its annotations name
+    paths: dict[str, dict[int, Path]] = {}
+    needs: dict[int, set[tuple[str, int]]] = {}  # scene index -> its models not built yet
+    uses: dict[int, list[tuple[str, int]]] = {}  # scene index -> its models
+    for k, s in enumerate(todo):
+        try:
+            md = str(find_models_dir(s))
+        except BopFormatError as e:
+            errors.append({"scene": str(s), "im_id": None, "stage": "scene", "error": f"{type(e).__name__}: {e}"})
+            continue
+        if md not in paths:
             try:
-                mdirs[str(s)] = str(find_models_dir(s))
-            except BopFormatError as e:
-                mdirs[str(s)] = None
-                errors.append({"scene": str(s), "im_id": None, "stage": "scene", "error": f"{type(e).__name__}: {e}"})
-        mtasks = []
-        for md in sorted({d for d in mdirs.values() if d is not None}):
-            try:
-                paths = model_paths(md)
+                paths[md] = model_paths(md)
             except BopFormatError:
-                continue  # reported by each scene of this dataset (no usable models_info.json)
-            mtasks += [((md, oid, str(p), int(seed)),) for oid, p in paths.items()]
-        mtasks.sort(key=lambda t: (-Path(t[0][2]).stat().st_size, t[0][0], t[0][1]))
-        models: dict[str, dict[int, ModelGeometry]] = {md: {} for md in {t[0][0] for t in mtasks}}
-        with tqdm(total=len(mtasks), desc="datagen models", unit="model", disable=not progress or not mtasks) as bar:
-            for i, res, err in ex.run(model_job, mtasks):
-                md, oid = mtasks[i][0][0], mtasks[i][0][1]
+                paths[md] = {}  # the scene task reports the unreadable models_info.json
+        ids = _scene_obj_ids(s)
+        uses[k] = sorted((md, oid) for oid in (paths[md] if ids is None else ids) if oid in paths[md])
+        needs[k] = set(uses[k])
+    wanted = sorted({m for ms in uses.values() for m in ms}, key=lambda m: (-paths[m[0]][m[1]].stat().st_size, m))
+    built: dict[tuple[str, int], Any] = {}  # model -> its ModelGeometry (as the executor shares it)
+    ex = make_executor(backend, workers, address, retries)
+    t_start = time.perf_counter()
+    bar = tqdm(total=len(uses), desc="datagen scenes", unit="scene", disable=not progress)
+
+    def submit_ready() -> None:
+        for k in [k for k, ns in needs.items() if not ns]:
+            del needs[k]
+            have = [built[m] for m in uses[k] if m in built]
+            ex.submit(("scene", k), scene_job, SceneJob(str(todo[k]), str(out), int(seed), opts, rephrase), *have)
+
+    try:
+        for md, oid in wanted:  # largest meshes first: they take longest
+            ex.submit(("model", md, oid), model_job, (md, oid, str(paths[md][oid]), int(seed)))
+        submit_ready()
+        n_models = 0
+        while ex.pending():
+            key, res, err = ex.wait()
+            if key[0] == "model":
+                m = (key[1], key[2])
+                n_models += 1
                 if err is None and isinstance(res[2], ModelGeometry):
-                    models[md][oid] = res[2]
+                    built[m] = ex.share(res[2])
                 else:  # scenes with this object report it too; other scenes are unaffected
-                    errors.append({"scene": None, "model": mtasks[i][0][2], "im_id": None, "stage": "model",
+                    errors.append({"scene": None, "model": str(paths[m[0]][m[1]]), "im_id": None, "stage": "model",
                                    "error": f"{type(err).__name__}: {err}" if err is not None else res[2]})
-                bar.update(1)
-        t_models = time.perf_counter()
-        # phase 2: scenes
-        shared = {md: ex.put(m) for md, m in models.items()}
-        runnable = [s for s in todo if mdirs[str(s)] is not None]
-        stasks = [(SceneJob(str(s), str(out), int(seed), opts, rephrase), shared.get(mdirs[str(s)], {}))
-                  for s in runnable]
-        with tqdm(total=len(stasks), desc="datagen scenes", unit="scene", disable=not progress) as bar:
-            for i, res, err in ex.run(scene_job, stasks):
-                s = runnable[i]
-                if err is not None:
-                    errors.append({"scene": str(s), "im_id": None, "stage": "worker",
-                                   "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
-                else:
-                    write_shard_text(shard_path(out, s.parent.name, int(s.name)), res["shard"])
-                    results.append(res)
-                    errors += res["errors"]
-                bar.update(1)
+                for ns in needs.values():
+                    ns.discard(m)
+                bar.set_postfix_str(f"models {n_models}/{len(wanted)}")
+                submit_ready()
+                continue
+            s = todo[key[1]]
+            if err is not None:
+                msg = str(err).strip().splitlines()
+                errors.append({"scene": str(s), "im_id": None, "stage": "worker",
+                               "error": f"{type(err).__name__}: {msg[0] if msg else ''}"})
+            else:
+                write_shard_text(shard_path(out, s.parent.name, int(s.name)), res["shard"])
+                results.append(res)
+                errors += res["errors"]
+            bar.update(1)
     finally:
+        bar.close()
         ex.close()
     t_end = time.perf_counter()
     err_file = out / "errors.jsonl"
@@ -263,10 +184,9 @@ def generate(dataset_root: str | Path, out_dir: str | Path, seed: int = 0, *, sp
     done = [s for s in scenes if shard_path(out, s.parent.name, int(s.name)).is_file()]
     summary = {"dataset_root": str(root), "seed": int(seed), "scenes_total": len(scenes),
                "scenes_done": len(done), "scenes_run": len(todo), "records_run": sum(r["records"] for r in results),
-               "frames_ok": sum(r["frames_ok"] for r in results),
+               "frames_ok": sum(r["frames_ok"] for r in results), "models_built": len(built),
                "scenes_failed": sorted(str(s) for s in scenes if s not in done),
-               "seconds": {"start": round(t_start - t0, 3), "models": round(t_models - t_start, 3),
-                           "scenes": round(t_end - t_models, 3)},
+               "seconds": {"plan": round(t_start - t0, 3), "run": round(t_end - t_start, 3)},
                "errors": all_errors}
     (out / "manifest.json").write_text(json.dumps(summary, indent=1))
     write_card(out, summary)
