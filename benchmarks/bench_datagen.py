@@ -9,6 +9,10 @@ written), with 2 worker processes and with 1 (the scaling line: frames/s per wor
 least disturbed). Model and per-scene work is amortised over the frames, so the ratio depends on frames per
 scene and scenes per dataset (printed). Ends with one JSON line; ``gen_vs_decode_ratio`` (2 workers vs 2
 decoding processes) >= 0.5 is the target.
+
+``--sizing [OBJECTS]``: instead, the figures of ``docs/datagen_sizing.md`` (1 process, CPU seconds): the one-off cost
+per object model, the cost per image and per extra QA record (by raising the yes/no questions per image),
+and bytes per record and per image of the written shards, raw and gzip-compressed.
 """
 
 from __future__ import annotations
@@ -37,7 +41,57 @@ def _decode_scene(scene: str) -> int:
     return n
 
 
+def sizing(frames: int = 30, scenes: int = 2, objects: int = 5) -> int:
+    import gzip
+
+    from bopask_vlm.datagen import generate
+    from bopask_vlm.datagen.model_geometry import build_models
+    from bopask_vlm.datagen.synthetic import make_scene
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        root = Path(tmp) / "bop"
+        for i in range(scenes):
+            make_scene(root, seed=100 + i, num_objects=objects, num_frames=frames, scene_id=i)
+        c0 = time.process_time()
+        models, _ = build_models(root / "models", 0)
+        t_models = time.process_time() - c0
+        big = max(models.values(), key=lambda m: m.n_faces)
+        c0 = time.process_time()
+        build_models(root / "models", 0, [big.obj_id])
+        t_big = time.process_time() - c0
+        runs: dict[str, tuple[float, int]] = {}
+        more = {"spatial_per_frame": 40, "depth_per_frame": 20}
+        for k, (name, kw) in enumerate((("warm-up", {}), ("default", {}), ("more_yes_no", more), ("default", {}))):
+            c0 = time.process_time()
+            s = generate(root, Path(tmp) / f"{name}{k}", seed=0, workers=1, progress=False, **kw)
+            t = time.process_time() - c0
+            runs[name] = (min(t, runs.get(name, (t, 0))[0]), s["records_run"])
+        shards = sorted((Path(tmp) / "default1" / "shards").glob("*.jsonl"))
+        raw = sum(p.stat().st_size for p in shards)
+        gz = sum(len(gzip.compress(p.read_bytes(), 6)) for p in shards)
+        raw_more = sum(p.stat().st_size for p in (Path(tmp) / "more_yes_no2" / "shards").glob("*.jsonl"))
+        n_img = scenes * frames
+        (ta, ra), (tb, rb) = runs["default"], runs["more_yes_no"]
+        per_record = (tb - ta) / (rb - ra)
+        out = {"images": n_img, "objects_per_image": objects, "models": len(models), "model_cpu_s_all": round(t_models, 3),
+               "model_cpu_s_largest": round(t_big, 3), "largest_model_faces": big.n_faces,
+               "run_cpu_s_default": round(ta, 3), "records_default": ra, "records_per_image": round(ra / n_img, 2),
+               "cpu_ms_per_image_default": round(1000 * ta / n_img, 2),
+               "cpu_ms_per_image_without_models": round(1000 * (ta - t_models) / n_img, 2),
+               "cpu_ms_per_extra_record": round(1000 * per_record, 3), "records_more_yes_no": rb,
+               "cpu_ms_per_image_more_yes_no": round(1000 * tb / n_img, 2),
+               "bytes_per_record": round(raw / ra, 1), "bytes_per_image": round(raw / n_img),
+               "gzip_bytes_per_image": round(gz / n_img), "gzip_ratio": round(raw / gz, 2),
+               "bytes_per_image_more_yes_no": round(raw_more / n_img)}
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
+    if "--sizing" in sys.argv:
+        rest = [a for a in sys.argv[1:] if a != "--sizing"]
+        return sizing(objects=int(rest[0]) if rest else 5)
     from bopask_vlm.datagen import generate, model_geometry
     from bopask_vlm.datagen.bop_reader import list_scenes
     from bopask_vlm.datagen.synthetic import make_scene
