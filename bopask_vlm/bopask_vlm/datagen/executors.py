@@ -21,6 +21,17 @@ WORKER_IMPORTS = ("trimesh", "trimesh.ray.ray_pyembree", "fcl", "cv2", "PIL.Imag
 Done = tuple[Hashable, Any, BaseException | None]
 
 
+def one_blas_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with numpy's BLAS limited to one thread (threadpoolctl). Otherwise OpenBLAS keeps a
+    second thread spinning through the tasks' many small matrix products: the same wall time for twice the
+    CPU, taken from the other workers. (Ray workers start with ``OMP_NUM_THREADS=1``, which OpenBLAS
+    follows.)"""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn(*args)
+
+
 class Executor:
     """Runs ``fn(*args)`` tasks; ``wait`` returns them as they finish, ``(key, result, None)`` or
     ``(key, None, error)``."""
@@ -54,7 +65,7 @@ class InlineExecutor(Executor):
     def wait(self) -> Done:
         key, fn, args = self.queue.popleft()
         try:
-            return key, fn(*args), None
+            return key, one_blas_thread(fn, *args), None
         except Exception as e:  # a bug or an unforeseen bad input: report the task, keep going
             return key, None, e
 
@@ -88,7 +99,7 @@ class PoolExecutor(Executor):
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any) -> None:
         self.tasks[key] = (fn, args)
         self.attempts.setdefault(key, 0)
-        self.futures[self.pool.submit(fn, *args)] = key
+        self.futures[self.pool.submit(one_blas_thread, fn, *args)] = key
 
     def wait(self) -> Done:
         from concurrent.futures import FIRST_COMPLETED
@@ -123,7 +134,7 @@ class PoolExecutor(Executor):
                         self.tasks.pop(key)
                     else:
                         fn, args = self.tasks[key]
-                        self.futures[self.pool.submit(fn, *args)] = key
+                        self.futures[self.pool.submit(one_blas_thread, fn, *args)] = key
         return self.ready.popleft()
 
     def pending(self) -> int:
