@@ -116,7 +116,7 @@ def main() -> int:
                     for w in (2, 1):
                         out = Path(tmp) / f"out{w}"
                         shutil.rmtree(out, ignore_errors=True)
-                        model_geometry._SHAPES.clear()  # no FCL geometry left over from the previous run
+                        model_geometry.clear_shape_cache()  # no FCL geometry left over from the previous run
                         t0 = time.perf_counter()
                         summaries[w] = generate(root, out, seed=0, workers=w, progress=False)
                         t_gen[w].append(time.perf_counter() - t0)

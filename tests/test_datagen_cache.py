@@ -43,7 +43,7 @@ def test_cached_and_uncached_model_geometry_give_identical_records(scenes, tmp_p
         warnings.simplefilter("ignore", RuntimeWarning)
         for sd in sorted((scenes / "test").iterdir()):
             cached = process_scene(sd, tmp_path, 7, opts, models=models)  # geometry shared by both scenes
-            model_geometry._SHAPES.clear()  # nothing left from the cached run: FCL geometry rebuilt too
+            model_geometry.clear_shape_cache()  # nothing left from the cached run: FCL geometry rebuilt too
             uncached = process_scene(sd, tmp_path, 7, opts, models=None)  # built here, for this scene only
             assert cached.errors == uncached.errors == []
             assert len(cached.records) > 10 and _lines(cached) == _lines(uncached)

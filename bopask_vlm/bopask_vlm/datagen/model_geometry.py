@@ -130,9 +130,15 @@ def model_shapes(mg: ModelGeometry) -> tuple[Shape, Shape]:
 
         coll = trimesh.Trimesh(mg.collision_vertices, mg.collision_faces, process=False)
         hull = trimesh.Trimesh(mg.hull_vertices, mg.hull_faces, process=False)
-        s = (Shape.from_mesh(coll, mg.hull_vertices), Shape.from_mesh(hull, hull.vertices))
+        # boxes of the collision shape from its own hull: a decimated mesh may stand out of the visual one
+        s = (Shape.from_mesh(coll), Shape.from_mesh(hull, hull.vertices))
         _SHAPES[mg.key] = s
     return s
+
+
+def clear_shape_cache() -> None:
+    """Forget the FCL shapes built in this process (they are rebuilt from the model geometry on use)."""
+    _SHAPES.clear()
 
 
 def model_paths(models_dir: str | Path) -> dict[int, Path]:
