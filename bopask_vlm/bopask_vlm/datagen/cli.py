@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--descriptions", default=None, help="JSON/YAML file obj_id -> name/description")
     p.add_argument("--workers", type=int, default=1, help="parallel scene workers (processes)")
     p.add_argument("--backend", choices=("process", "ray"), default="process", help="ray: run on a Ray cluster")
+    p.add_argument("--address", default=None, help="Ray cluster address (HOST:PORT of the head; default: a local one)")
+    p.add_argument("--retries", type=int, default=2, help="resubmissions of a task whose worker died")
     p.add_argument("--tasks", default=None, help="comma-separated subset of pose,grasp,trajectory,"
                                                  "rearrangement,spatial,depth")
     p.add_argument("--max-scenes", type=int, default=None)
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rephrase = {"base_url": a.rephrase_url, "model": a.rephrase_model} if a.rephrase_url else None
     try:
         s = generate(a.dataset_root, a.out_dir, a.seed, split=a.split, dataset=a.dataset,
-                     description_file=a.descriptions, workers=a.workers, backend=a.backend,
+                     description_file=a.descriptions, workers=a.workers, backend=a.backend, address=a.address,
+                     retries=a.retries,
                      tasks=a.tasks.split(",") if a.tasks else None, max_scenes=a.max_scenes,
                      rephrase=rephrase, progress=not a.quiet, resume=not a.no_resume)
     except (DatagenError, BopFormatError) as e:
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.overlays:
         write_overlays(Path(a.out_dir), a.overlays)
     print(json.dumps({k: v for k, v in s.items() if k != "errors"} | {"errors": len(s["errors"])}))
-    return 0
+    return 1 if s["scenes_failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Parallel-jaw (Franka Panda) grasps: antipodal candidates sampled on the object mesh, rejected when the
-open gripper collides with the table or any object (python-fcl through trimesh's CollisionManager),
+open gripper collides with the table or any object (python-fcl, :mod:`bopask_vlm.datagen.collision`),
 scored, and the best few kept per object. The source of candidates is pluggable (:class:`GraspSource`):
 a network such as M2T2 can supply ``T_world_gripper`` candidates where a GPU exists.
 
-All poses are world frame (z up, table top at z = 0); gripper frame as :mod:`bopask_vlm.gripper`.
+Candidates are poses in the mesh's own frame (:class:`GraspCandidates`): dataset generation samples them
+once per object model (:mod:`bopask_vlm.datagen.model_geometry`) and, per scene, only places them by the
+instance's pose, scores them (the top-down term depends on the pose) and checks them against the table and
+the other objects. All poses are world frame once placed (z up, table top at z = 0); gripper frame as
+:mod:`bopask_vlm.gripper`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bopask_vlm import gripper as G
+from bopask_vlm.datagen.collision import TABLE, CollisionWorld, Shape
 
-TABLE = "table"
+__all__ = ["TABLE", "AntipodalSampler", "Grasp", "GraspCandidates", "GraspResult", "GraspSource", "collision_world",
+           "compute_grasps", "gripper_mesh", "gripper_shape", "pose_from_contacts", "select_grasps"]
+
+#: Score weights: approach from above, grasp centre near the box centre, antipodality.
+W_TOPDOWN, W_CENTRED, W_ANTIPODAL = 0.55, 0.25, 0.2
 
 
 @dataclass
@@ -38,6 +47,31 @@ class GraspResult:
     @property
     def blocked(self) -> bool:
         return self.n_candidates > 0 and self.n_free == 0
+
+
+@dataclass
+class GraspCandidates:
+    """K candidate grasps in a mesh's own frame, with the pose-independent part of their score."""
+
+    T_mesh_gripper: NDArray[np.float64]  # (K, 4, 4)
+    width: NDArray[np.float64]  # (K,) distance between the two contacts
+    static_score: NDArray[np.float64]  # (K,) centring and antipodality terms
+    contacts: NDArray[np.float64]  # (K, 2, 3) the two contact points on the mesh surface
+
+    def __len__(self) -> int:
+        return len(self.width)
+
+    @classmethod
+    def empty(cls) -> GraspCandidates:
+        return cls(np.zeros((0, 4, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 2, 3)))
+
+    def placed(self, T_world_mesh: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(K, 4, 4) world poses of the candidates for the mesh at ``T_world_mesh``."""
+        return np.einsum("ij,kjl->kil", T_world_mesh, self.T_mesh_gripper)
+
+    def scores(self, T_world_gripper: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Scores of the placed candidates: the top-down term is ``-z_approach . world_z`` (clipped at 0)."""
+        return W_TOPDOWN * np.maximum(0.0, -T_world_gripper[:, 2, 2]) + self.static_score
 
 
 class GraspSource(Protocol):
@@ -65,6 +99,17 @@ def gripper_mesh(opening: float = G.MAX_OPENING) -> Any:
     return trimesh.util.concatenate(parts)
 
 
+_HAND: list[Shape] = []
+
+
+def gripper_shape() -> Shape:
+    """The open hand's collision :class:`Shape`, built once per process."""
+    if not _HAND:
+        m = gripper_mesh()
+        _HAND.append(Shape.from_mesh(m, m.vertices))  # all box corners: the exact hull extremes
+    return _HAND[0]
+
+
 def pose_from_contacts(center: NDArray[np.float64], closing: NDArray[np.float64],
                        approach: NDArray[np.float64]) -> NDArray[np.float64]:
     """Gripper pose whose grasp point (``GRASP_DEPTH`` along +z) is ``center``, x along ``closing``."""
@@ -79,138 +124,149 @@ def pose_from_contacts(center: NDArray[np.float64], closing: NDArray[np.float64]
 
 
 class AntipodalSampler:
-    """Antipodal contact pairs on the mesh surface (ray cast along the inward normal), each tried with a
-    few approach directions about the closing axis; scored by top-down approach, antipodality and centring."""
+    """Antipodal contact pairs on the mesh surface (ray cast along the inward normal), each tried with
+    ``n_approach`` approach directions evenly spaced about the closing axis (random phase per pair);
+    scored by top-down approach (once placed), antipodality and centring on the mesh's bounding box."""
 
-    def __init__(self, n_points: int = 64, n_approach: int = 6, min_width: float = 0.004,
+    def __init__(self, n_points: int = 64, n_approach: int = 8, min_width: float = 0.004,
                  antipodal_cos: float = 0.9) -> None:
         self.n_points, self.n_approach = n_points, n_approach
         self.min_width, self.antipodal_cos = min_width, antipodal_cos
 
-    def propose(self, mesh_world: Any, rng: np.random.Generator) -> list[Grasp]:
+    def candidates(self, mesh: Any, rng: np.random.Generator) -> GraspCandidates:
+        """Candidates in ``mesh``'s own frame (vectorised over contact pairs and approaches)."""
         import trimesh
 
-        pts, tri = trimesh.sample.sample_surface(mesh_world, self.n_points, seed=int(rng.integers(2**31)))
-        nrm = mesh_world.face_normals[tri]
-        origins = pts - nrm * 1e-4
-        locs, idx_ray, idx_tri = mesh_world.ray.intersects_location(origins, -nrm, multiple_hits=False)
-        centroid = mesh_world.bounding_box.centroid
-        diam = float(np.linalg.norm(mesh_world.extents))
-        out: list[Grasp] = []
-        for loc, r, t in zip(locs, idx_ray, idx_tri):
-            p, q = pts[r], loc
-            w = float(np.linalg.norm(q - p))
-            if not (self.min_width < w < G.MAX_OPENING - 0.004):
-                continue
-            x = (q - p) / w
-            # friction cone at the far contact: its outward normal within acos(antipodal_cos) of the line
-            anti = float(mesh_world.face_normals[t] @ x)
-            if anti < self.antipodal_cos:
-                continue
-            c = (p + q) / 2
-            # approach directions perpendicular to x, starting from the most top-down one
-            down = np.array([0.0, 0.0, -1.0])
-            z0 = down - (down @ x) * x
-            if np.linalg.norm(z0) < 1e-3:
-                z0 = np.cross(x, [1.0, 0.0, 0.0])
-            z0 /= np.linalg.norm(z0)
-            y0 = np.cross(z0, x)
-            off = float(rng.uniform(0, 2 * np.pi / self.n_approach))
-            for k in range(self.n_approach):
-                a = off + 2 * np.pi * k / self.n_approach
-                z = np.cos(a) * z0 + np.sin(a) * y0
-                topdown = max(0.0, float(-z[2]))
-                centred = 1.0 - min(1.0, float(np.linalg.norm(c - centroid)) / max(diam / 2, 1e-3))
-                score = 0.55 * topdown + 0.25 * centred + 0.2 * (anti - self.antipodal_cos) / (1 - self.antipodal_cos)
-                out.append(Grasp(pose_from_contacts(c, x, z), w, score))
-        return out
+        pts, tri = trimesh.sample.sample_surface(mesh, self.n_points, seed=int(rng.integers(2**31)))
+        nrm = mesh.face_normals[tri]
+        locs, idx_ray, idx_tri = mesh.ray.intersects_location(pts - nrm * 1e-4, -nrm, multiple_hits=False)
+        order = np.argsort(idx_ray, kind="stable")  # the ray engine's hit order is not part of the contract
+        locs, idx_ray, idx_tri = locs[order], idx_ray[order], idx_tri[order]
+        p, q = pts[idx_ray], locs
+        w = np.linalg.norm(q - p, axis=1)
+        ok = (w > self.min_width) & (w < G.MAX_OPENING - 0.004)
+        x = (q - p) / np.maximum(w, 1e-12)[:, None]
+        # friction cone at the far contact: its outward normal within acos(antipodal_cos) of the line
+        anti = np.einsum("ij,ij->i", mesh.face_normals[idx_tri], x)
+        ok &= anti >= self.antipodal_cos
+        p, q, w, x, anti = p[ok], q[ok], w[ok], x[ok], anti[ok]
+        n = len(w)
+        if n == 0:
+            return GraspCandidates.empty()
+        c = (p + q) / 2
+        # a reference direction perpendicular to x: the mesh axis least aligned with it, made orthogonal
+        ref = np.eye(3)[np.argmin(np.abs(x), axis=1)]
+        z0 = ref - np.einsum("ij,ij->i", ref, x)[:, None] * x
+        z0 /= np.linalg.norm(z0, axis=1, keepdims=True)
+        y0 = np.cross(z0, x)
+        off = rng.uniform(0, 2 * np.pi / self.n_approach, size=n)
+        a = off[:, None] + 2 * np.pi * np.arange(self.n_approach)[None] / self.n_approach  # (n, A)
+        z = np.cos(a)[..., None] * z0[:, None] + np.sin(a)[..., None] * y0[:, None]  # (n, A, 3)
+        xx = np.broadcast_to(x[:, None], z.shape)
+        T = np.zeros((n, self.n_approach, 4, 4))
+        T[..., :3, 0], T[..., :3, 1], T[..., :3, 2] = xx, np.cross(z, xx), z
+        T[..., :3, 3] = c[:, None] - z * G.GRASP_DEPTH
+        T[..., 3, 3] = 1.0
+        lo, hi = mesh.bounds
+        centroid, diam = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
+        centred = 1.0 - np.minimum(1.0, np.linalg.norm(c - centroid, axis=1) / max(diam / 2, 1e-3))
+        static = W_CENTRED * centred + W_ANTIPODAL * (anti - self.antipodal_cos) / (1 - self.antipodal_cos)
+        rep = self.n_approach
+        return GraspCandidates(T.reshape(-1, 4, 4), np.repeat(w, rep), np.repeat(static, rep),
+                               np.repeat(np.stack([p, q], axis=1), rep, axis=0))
+
+    def propose(self, mesh_world: Any, rng: np.random.Generator) -> list[Grasp]:
+        """:class:`GraspSource` form: candidates of a world-frame mesh as scored :class:`Grasp` objects."""
+        cands = self.candidates(mesh_world, rng)
+        s = cands.scores(cands.T_mesh_gripper)
+        return [Grasp(T, float(w), float(v)) for T, w, v in zip(cands.T_mesh_gripper, cands.width, s)]
 
 
-def _distinct(g: Grasp, kept: list[Grasp], min_dist: float = 0.012, min_angle_deg: float = 25.0) -> bool:
-    for k in kept:
-        d = np.linalg.norm(G.keypoints_3d(g.T_world_gripper)[0] - G.keypoints_3d(k.T_world_gripper)[0])
-        cosang = (np.trace(g.T_world_gripper[:3, :3].T @ k.T_world_gripper[:3, :3]) - 1) / 2
-        if d < min_dist and np.degrees(np.arccos(np.clip(cosang, -1, 1))) < min_angle_deg:
-            return False
-    return True
+def _distinct(centre: NDArray[np.float64], R: NDArray[np.float64], kept_c: list[NDArray[np.float64]],
+              kept_R: list[NDArray[np.float64]], min_dist: float = 0.012, min_angle_deg: float = 25.0) -> bool:
+    """False when a kept grasp is both within ``min_dist`` (grasp centre) and ``min_angle_deg`` of this one."""
+    if not kept_c:
+        return True
+    d = np.linalg.norm(np.asarray(kept_c) - centre, axis=1)
+    cosang = (np.einsum("kij,ij->k", np.asarray(kept_R), R) - 1) / 2
+    close = (d < min_dist) & (np.degrees(np.arccos(np.clip(cosang, -1, 1))) < min_angle_deg)
+    return not bool(close.any())
 
 
-def table_box(size: float = 2.0, top: float = 0.0) -> Any:
-    import trimesh
+def select_grasps(T_world_gripper: NDArray[np.float64], width: NDArray[np.float64], score: NDArray[np.float64],
+                  index: int, world: CollisionWorld, *, keep: int = 5,
+                  self_free: NDArray[np.bool_] | None = None) -> GraspResult:
+    """Check candidates of instance ``index`` best score first until ``keep`` distinct free ones are kept.
 
-    t = trimesh.creation.box(extents=(size, size, 0.1))
-    t.apply_translation((0, 0, top - 0.05))
-    return t
-
-
-def collision_world(meshes_world: list[Any], table_top: float = 0.0) -> Any:
-    """A CollisionManager with the table (name ``table``) and every instance (name = its index)."""
-    import trimesh
-
-    cm = trimesh.collision.CollisionManager()
-    cm.add_object(TABLE, table_box(top=table_top))
-    for i, m in enumerate(meshes_world):
-        cm.add_object(str(i), m)
-    return cm
-
-
-_FCL_GEOM: dict[int, tuple[Any, Any]] = {}
-
-
-def in_collision(cm: Any, mesh: Any, T: NDArray[np.float64]) -> set[str]:
-    """Names of the manager's objects that ``mesh`` at pose ``T`` touches.
-
-    Same as ``cm.in_collision_single(mesh, T, return_names=True)`` but with the mesh's FCL geometry
-    (BVH) built once and reused: trimesh rebuilds it on every call, which dominated the run time.
+    A candidate touching the table or the object itself is discarded; one touching only other objects
+    names them as blockers (the smallest set, best score, of the candidates checked is reported when none
+    is free). ``self_free``: the object's own-collision verdicts, precomputed per model in the model frame
+    (then the object itself is skipped here); None checks it in ``world`` (name ``str(index)``).
     """
-    import fcl
+    hand = gripper_shape()
+    n = len(width)
+    name = str(index)
+    if n == 0:
+        return GraspResult([], 0, 0, [])
+    order = np.argsort(-score, kind="stable")
+    boxes = hand.bounds_many(T_world_gripper)
+    discard = world.hits_table(boxes)
+    if self_free is not None:
+        discard |= ~np.asarray(self_free, bool)
+    skip = frozenset({name}) if self_free is not None else frozenset()
+    centres = T_world_gripper[:, :3, :3] @ G.skeleton_points()[0] + T_world_gripper[:, :3, 3]
+    kept: list[Grasp] = []
+    kept_c: list[NDArray[np.float64]] = []
+    kept_R: list[NDArray[np.float64]] = []
+    n_free = 0
+    best_block: tuple[int, float, list[int]] | None = None
+    for g in order:
+        if len(kept) >= keep:  # best ones found: the rest need no check (n_free is then a lower bound)
+            break
+        if discard[g]:
+            continue
+        names = world.colliding(hand, T_world_gripper[g], skip=skip, table=False, box=boxes[g])
+        if not names:
+            n_free += 1
+            if _distinct(centres[g], T_world_gripper[g, :3, :3], kept_c, kept_R):
+                kept.append(Grasp(T_world_gripper[g].copy(), float(width[g]), float(score[g])))
+                kept_c.append(centres[g])
+                kept_R.append(T_world_gripper[g, :3, :3])
+            continue
+        if name in names:
+            continue
+        blk = sorted(int(b) for b in names)
+        key = (len(blk), -float(score[g]), blk)
+        if best_block is None or key[:2] < best_block[:2]:
+            best_block = key
+    blockers = best_block[2] if (n_free == 0 and best_block is not None) else []
+    return GraspResult(kept, n, n_free, blockers)
 
-    entry = _FCL_GEOM.get(id(mesh))
-    if entry is None or entry[0] is not mesh:
-        entry = (mesh, cm._get_fcl_obj(mesh))  # trimesh 5.2 internal: mesh -> fcl BVHModel/Convex
-        _FCL_GEOM[id(mesh)] = entry
-        if len(_FCL_GEOM) > 256:
-            _FCL_GEOM.pop(next(iter(_FCL_GEOM)))
-    geom = entry[1]
-    o = fcl.CollisionObject(geom, fcl.Transform(T[:3, :3], T[:3, 3]))
-    cdata = fcl.CollisionData(request=fcl.CollisionRequest(num_max_contacts=100000, enable_contact=True))
-    cm._manager.collide(o, cdata, fcl.defaultCollisionCallback)
-    if not cdata.result.is_collision:
-        return set()
-    names = set()
-    for c in cdata.result.contacts:
-        cg = c.o2 if c.o1 == geom else c.o1
-        names.add(cm._extract_name(cg))
-    return names
+
+def collision_world(meshes_world: list[Any], table_top: float = 0.0) -> CollisionWorld:
+    """A :class:`CollisionWorld` with the table top at ``table_top`` and every world-frame mesh (name =
+    its index) at the identity pose."""
+    cw = CollisionWorld(table_top)
+    for i, m in enumerate(meshes_world):
+        cw.add(str(i), Shape.from_mesh(m))
+    return cw
 
 
 def compute_grasps(meshes_world: list[Any], rng: np.random.Generator, *, source: GraspSource | None = None,
-                   keep: int = 5, table_top: float = 0.0, cm: Any = None) -> list[GraspResult]:
-    """Grasps of every instance, collision-checked against the table and all objects (incl. itself)."""
-    src = source or AntipodalSampler()
+                   keep: int = 5, table_top: float = 0.0, cm: CollisionWorld | None = None) -> list[GraspResult]:
+    """Grasps of every world-frame mesh, collision-checked against the table and all objects (incl. itself).
+
+    The general form for arbitrary meshes and grasp sources; dataset generation uses per-model candidates
+    (:mod:`bopask_vlm.datagen.model_geometry`) and :func:`select_grasps` directly."""
     cm = cm or collision_world(meshes_world, table_top)
-    hand = gripper_mesh()
     results = []
     for i, m in enumerate(meshes_world):
-        cands = sorted(src.propose(m, rng), key=lambda g: -g.score)
-        kept: list[Grasp] = []
-        n_free = 0
-        best_block: tuple[int, float, list[int]] | None = None
-        for g in cands:
-            if len(kept) >= keep:  # best ones found: the rest need no check (n_free is then a lower bound)
-                break
-            names = in_collision(cm, hand, g.T_world_gripper)
-            if not names:
-                n_free += 1
-                if len(kept) < keep and _distinct(g, kept):
-                    kept.append(g)
-                continue
-            if TABLE in names or str(i) in names:
-                continue
-            blk = sorted(int(n) for n in names)
-            key = (len(blk), -g.score, blk)
-            if best_block is None or key[:2] < best_block[:2]:
-                best_block = key
-        blockers = best_block[2] if (n_free == 0 and best_block is not None) else []
-        results.append(GraspResult(kept, len(cands), n_free, blockers))
+        if source is None:
+            c = AntipodalSampler().candidates(m, rng)
+            T, w, s = c.T_mesh_gripper, c.width, c.scores(c.T_mesh_gripper)
+        else:
+            gs = source.propose(m, rng)
+            T = np.array([g.T_world_gripper for g in gs]).reshape(-1, 4, 4)
+            w, s = np.array([g.width for g in gs]), np.array([g.score for g in gs])
+        results.append(select_grasps(T, w, s, i, cm, keep=keep))
     return results

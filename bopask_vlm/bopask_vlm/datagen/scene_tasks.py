@@ -1,13 +1,13 @@
-"""Per-scene work of dataset generation: the viewpoint-independent part once per scene (world frame,
-meshes, grasps and collisions, trajectories, blockers), then projection, visibility, relations and
-questions per frame."""
+"""Per-scene work of dataset generation: the viewpoint-independent part once per scene (world frame; the
+models' collision shapes and grasp candidates, built once per model, placed by pose and checked against the
+table and the other objects; trajectories; blockers), then projection, visibility, relations and questions
+per frame, vectorised across the frame's objects and grasps."""
 
 from __future__ import annotations
 
 import os
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ from numpy.typing import NDArray
 from bopask_vlm import gripper as G
 from bopask_vlm.answers.types import GraspAnswer, PoseAnswer, RearrangementAnswer, Task, TrajectoryAnswer, YesNoAnswer
 from bopask_vlm.datagen import cuboids, grasps, relations, trajectories
-from bopask_vlm.datagen.bop_reader import BopFormatError, BopScene, check_image, load_model_mesh, read_depth_m
+from bopask_vlm.datagen.bop_reader import BopFormatError, BopObject, BopScene, check_image, read_depth_m
+from bopask_vlm.datagen.collision import CollisionWorld, Placed
+from bopask_vlm.datagen.model_geometry import ModelGeometry, ModelGeometryError, build_model_geometry, model_shapes
 from bopask_vlm.datagen.object_names import name_of
 from bopask_vlm.datagen.qa import QuestionMaker, describe_instances
 from bopask_vlm.datagen.world_frame import SceneWorld, fit_world_frame
-from bopask_vlm.geometry import CameraModel, GeometryError, transform_points
+from bopask_vlm.geometry import CameraModel, GeometryError
 from bopask_vlm.records import ObjectRef, QARecord
 
 
@@ -43,25 +45,46 @@ class SceneOutput:
     frames_ok: int
 
 
-@lru_cache(maxsize=64)
-def _model_mesh(path: str) -> Any:
-    m = load_model_mesh(path)  # a corrupt PLY is a BopFormatError: the scene is reported, not the run lost
-    m.apply_scale(0.001)
-    return m
-
-
 @dataclass
 class SceneGeometry:
+    """The viewpoint-independent part of a scene, world frame."""
+
     world: SceneWorld
-    meshes: list[Any]
-    corners_w: list[NDArray[np.float64]]
+    corners_w: NDArray[np.float64]  # (n, 8, 3) cuboid corners, BOP-ASK order
+    geoms: list[relations.ObjectGeom]
     grasps: list[grasps.GraspResult]
     trajs: list[trajectories.Trajectory]
+    # every kept grasp of every instance stacked, for per-frame work in one pass
+    grasp_T: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4, 4)))  # (M, 4, 4) world
+    grasp_owner: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,) instance
+
+
+def scene_models(sc: BopScene, obj_ids: list[int], seed: int,
+                 models: dict[int, ModelGeometry] | None) -> dict[int, ModelGeometry]:
+    """The scene's models: from ``models`` (built once per dataset by the runner) or, when None, built
+    here (the uncached path; same result, per scene)."""
+    out = {}
+    for oid in dict.fromkeys(obj_ids):
+        mg = models.get(oid) if models is not None else None
+        if mg is None:
+            mi = sc.models.get(oid)
+            if mi is None or mi.path is None:
+                raise BopFormatError(f"model mesh obj_{oid:06d}.ply missing in {sc.models_dir}")
+            if models is not None:
+                raise BopFormatError(f"model obj_{oid:06d} has no geometry (its mesh failed to load)")
+            try:
+                mg = build_model_geometry(mi.path, oid, seed)
+            except ModelGeometryError as e:
+                raise BopFormatError(str(e)) from e
+        out[oid] = mg
+    return out
 
 
 def scene_geometry(sc: BopScene, im_ids: list[int], rng: np.random.Generator, opts: Options,
-                   errors: list[dict[str, Any]]) -> tuple[SceneGeometry, int]:
-    """World frame from the first frame whose depth holds a plane; everything viewpoint-independent."""
+                   errors: list[dict[str, Any]], models: dict[int, ModelGeometry],
+                   objects: dict[int, list[BopObject]] | None = None) -> tuple[SceneGeometry, int]:
+    """World frame from the first frame whose depth holds a plane; everything viewpoint-independent.
+    Model geometry (collision shapes, hulls, grasp candidates) comes from ``models`` placed by pose."""
     ref, T_cw, plane = None, None, None
     for im in im_ids:
         try:
@@ -77,34 +100,44 @@ def scene_geometry(sc: BopScene, im_ids: list[int], rng: np.random.Generator, op
             errors.append({"scene": str(sc.dir), "im_id": im, "stage": "world_frame", "error": f"{type(e).__name__}: {e}"})
     if ref is None:
         raise GeometryError(f"{sc.dir}: no frame gives a support plane")
-    objs = {im: sc.objects(im) for im in im_ids}
+    objs = {im: objects[im] if objects is not None else sc.objects(im) for im in im_ids}
     obj_ids = [o.obj_id for o in objs[ref]]
     world = SceneWorld.from_frames({im: [o.T_cam_obj for o in os_] for im, os_ in objs.items()}, obj_ids, ref,
                                    T_cw, plane)
-    models = sc.models
-    meshes, corners = [], []
-    for oid, T in zip(obj_ids, world.T_world_obj):
-        mi = models[oid]
-        if mi.path is None:
-            raise BopFormatError(f"model mesh obj_{oid:06d}.ply missing in {sc.models_dir}")
-        m = _model_mesh(str(mi.path)).copy()
-        m.apply_transform(T)
-        meshes.append(m)
-        corners.append(cuboids.cuboid_world(mi.min_xyz, mi.size, T))
+    infos = sc.models
+    mgs = [models[oid] for oid in obj_ids]
+    shapes = [model_shapes(mg) for mg in mgs]
+    Ts = world.T_world_obj
+    corners = np.array([cuboids.cuboid_world(infos[oid].min_xyz, infos[oid].size, T) for oid, T in zip(obj_ids, Ts)])
+    hulls = [Placed(hull, T) for (_, hull), T in zip(shapes, Ts)]
     # the fitted plane is noisy: put the table top just under the lowest object bottom near z = 0
-    table_top = min(0.0, min(float(m.bounds[0, 2]) for m in meshes) - 0.002)
+    table_top = min(0.0, min(float(h.bounds[0, 2]) for h in hulls) - 0.002)
     tasks = set(opts.tasks)
-    gr = grasps.compute_grasps(meshes, rng, table_top=table_top) if tasks & {"grasp", "rearrangement"} else []
+    gr: list[grasps.GraspResult] = []
+    if tasks & {"grasp", "rearrangement"}:
+        cw = CollisionWorld(table_top)
+        for i, ((coll, _), T) in enumerate(zip(shapes, Ts)):
+            cw.add(str(i), coll, T)
+        for i, (mg, T) in enumerate(zip(mgs, Ts)):
+            Tw = mg.grasps.placed(T)
+            gr.append(grasps.select_grasps(Tw, mg.grasps.width, mg.grasps.scores(Tw), i, cw, self_free=mg.self_free))
     trajs: list[trajectories.Trajectory] = []
-    if "trajectory" in tasks and len(meshes) > 1:
-        cm = grasps.collision_world([m.convex_hull for m in meshes], table_top)
-        pairs = [(a, b) for a in range(len(meshes)) for b in range(len(meshes)) if a != b]
+    if "trajectory" in tasks and len(mgs) > 1:
+        cm = CollisionWorld(table_top)
+        for i, h in enumerate(hulls):
+            cm.add(str(i), h.shape, h.T)
+        pairs = [(a, b) for a in range(len(mgs)) for b in range(len(mgs)) if a != b]
         order = rng.permutation(len(pairs))
         for k in order[: opts.max_pairs]:
-            t = trajectories.plan_move(*pairs[k], meshes, cm, rng)
+            t = trajectories.plan_move(*pairs[k], hulls, cm, rng)
             if t is not None:
                 trajs.append(t)
-    return SceneGeometry(world, meshes, corners, gr, trajs), ref
+    kept = [(i, g.T_world_gripper) for i, r in enumerate(gr) for g in r.kept]
+    geo = SceneGeometry(world, corners, [relations.geom_from_corners(c) for c in corners], gr, trajs)
+    if kept:
+        geo.grasp_T = np.array([T for _, T in kept])
+        geo.grasp_owner = np.array([i for i, _ in kept], np.int64)
+    return geo, ref
 
 
 def _rel_image(path: Path, out_dir: Path) -> str:
@@ -126,69 +159,89 @@ def _visible_point(mask_path: Path | None, fallback: NDArray[np.float64]) -> NDA
     return np.array([float(xs[i]), float(ys[i])])
 
 
+def _frame_grasps(geo: SceneGeometry, T_cw: NDArray[np.float64], cam: CameraModel
+                  ) -> dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """Per instance with kept grasps: the camera-frame grasps turned so the left finger appears left
+    (:func:`bopask_vlm.gripper.canonical_for_view`) and their 2D keypoints, all grasps in one pass.
+    An instance any of whose grasps has a finger base behind the camera gets none."""
+    if not len(geo.grasp_T):
+        return {}
+    Tc = np.einsum("ij,mjk->mik", T_cw, geo.grasp_T)
+    sk = G.skeleton_points()
+    P = np.einsum("mij,vj->mvi", Tc[:, :3, :3], sk) + Tc[:, None, :3, 3]  # (M, 5, 3)
+    uv = cam.project(P.reshape(-1, 3)).reshape(-1, 5, 2)
+    bad = ~np.isfinite(uv[:, 1:3]).all(axis=(1, 2))
+    flip = uv[:, 1, 0] > uv[:, 2, 0]
+    Tc[flip] = Tc[flip] @ G.FLIP_Z
+    uv[flip] = uv[flip][:, [0, 2, 1, 4, 3]]  # the flipped hand's bases and tips swap sides
+    out = {}
+    for k in np.unique(geo.grasp_owner):
+        sel = geo.grasp_owner == k
+        if not bad[sel].any():
+            out[int(k)] = (Tc[sel], uv[sel])
+    return out
+
+
 def frame_records(sc: BopScene, im: int, geo: SceneGeometry, out_dir: Path, opts: Options,
-                  qm: QuestionMaker, rng: random.Random) -> list[QARecord]:
-    """Every question of one frame. Raises BopFormatError for a missing/corrupt image."""
+                  qm: QuestionMaker, rng: random.Random, objects: list[BopObject] | None = None) -> list[QARecord]:
+    """Every question of one frame (``objects``: its annotated instances, when already read). Raises
+    BopFormatError for a missing/corrupt image."""
     rgb_path = sc.image_path(im)
     w, h = check_image(rgb_path)  # a corrupt image is caught here (PNG CRCs checked, pixels not decoded)
     entry = sc.scene_camera[str(im)]
     cam = CameraModel.from_bop(entry, w, h)
     T_wc = geo.world.T_world_cam[im]
     T_cw = np.linalg.inv(T_wc)
-    objs = sc.objects(im)
+    objs = sc.objects(im) if objects is None else objects
     if [o.obj_id for o in objs] != geo.world.obj_ids:
         raise BopFormatError(f"image {im}: instances differ from the scene's reference frame")
     n = len(objs)
     names = [name_of(opts.names, o.obj_id) for o in objs]
-    ctr_cam = np.array([transform_points(T_cw, c.mean(0)[None])[0] for c in geo.corners_w])
+    R, t = T_cw[:3, :3], T_cw[:3, 3]
+    corners_cam = geo.corners_w @ R.T + t  # (n, 8, 3)
+    corners_uv = cam.project(corners_cam.reshape(-1, 3)).reshape(n, 8, 2)
+    ctr_cam = geo.corners_w.mean(axis=1) @ R.T + t
     ctr_uv = cam.project(ctr_cam)
     desc = describe_instances(names, list(ctr_uv[:, 0]))
-    vis = []
-    for k, o in enumerate(objs):
-        vf = o.visib_fract
-        ok = (vf if vf is not None else 1.0) >= opts.min_visib and ctr_cam[k, 2] > 0 and bool(cam.in_image(ctr_uv[k:k + 1])[0])
-        vis.append(ok)
-    depth_rel = _rel_image(sc.depth_path(im), out_dir) if sc.depth_path(im) else None
+    visib = np.array([o.visib_fract if o.visib_fract is not None else 1.0 for o in objs], float)
+    vis = list((visib >= opts.min_visib) & (ctr_cam[:, 2] > 0) & cam.in_image(ctr_uv))
+    dpath = sc.depth_path(im)
     base = dict(image=_rel_image(rgb_path, out_dir), width=w, height=h, camera_K=cam.K.reshape(-1).tolist(),
-                depth=depth_rel, depth_scale=float(entry.get("depth_scale", 1.0)), dataset=opts.dataset,
-                scene_id=sc.scene_id, im_id=im)
+                depth=_rel_image(dpath, out_dir) if dpath else None, depth_scale=float(entry.get("depth_scale", 1.0)),
+                dataset=opts.dataset, scene_id=sc.scene_id, im_id=im)
+    T_wc_list = T_wc.tolist()
     recs: list[QARecord] = []
     tasks = set(opts.tasks)
+    prefix = f"{opts.dataset or 'bop'}/{sc.dir.parent.name}/{sc.scene_id:06d}/{im:06d}"
 
     def ref(k: int) -> ObjectRef:
         return ObjectRef(obj_id=objs[k].obj_id, gt_index=k, name=names[k], description=desc[k])
 
     def add(task: Task, ks: list[int], answer: Any, gt: dict[str, Any], relation: str | None = None) -> None:
         q, text, js = qm(task, [desc[k] for k in ks], answer, relation)
-        rid = f"{opts.dataset or 'bop'}/{sc.dir.parent.name}/{sc.scene_id:06d}/{im:06d}/{task.value}/{len(recs):03d}"
+        rid = f"{prefix}/{task.value}/{len(recs):03d}"
+        gt["T_world_cam"] = T_wc_list
         recs.append(QARecord(id=rid, task=task, question=q, answer=js, answer_text=text,
-                             objects=[ref(k) for k in ks], gt={**gt, "T_world_cam": T_wc.tolist()}, **base))
+                             objects=[ref(k) for k in ks], gt=gt, **base))
 
+    fg = _frame_grasps(geo, T_cw, cam) if "grasp" in tasks else {}
     for k in range(n):
         if not vis[k]:
             continue
-        T_co = objs[k].T_cam_obj
-        mi = sc.models[objs[k].obj_id]
         if "pose" in tasks:
-            c_cam = transform_points(T_cw, geo.corners_w[k])
-            uv = cam.project(c_cam) if np.all(c_cam[:, 2] > 0.01) else None
+            c_cam, uv = corners_cam[k], corners_uv[k]
             # a cuboid cut by the image border has no answer a model can give (answers stay in the image)
-            if uv is not None and cam.in_image(uv).all():
+            if np.all(c_cam[:, 2] > 0.01) and cam.in_image(uv).all():
+                mi = sc.models[objs[k].obj_id]
                 add(Task.POSE, [k], PoseAnswer(uv),
-                    {"T_cam_obj": T_co.tolist(), "size": mi.size.tolist(), "box_min": mi.min_xyz.tolist(),
+                    {"T_cam_obj": objs[k].T_cam_obj.tolist(), "size": mi.size.tolist(), "box_min": mi.min_xyz.tolist(),
                      "corners_3d_cam": c_cam.tolist()})
-        if "grasp" in tasks and geo.grasps and geo.grasps[k].kept:
-            Ts = [T_cw @ g.T_world_gripper for g in geo.grasps[k].kept]
-            try:
-                kps = [G.keypoints_2d(T, cam) for T in Ts]
-            except GeometryError:
-                kps = []
-            if kps and all(cam.in_image(kp).all() for kp in kps[:1]):
-                Tbest = G.canonical_for_view(Ts[0], cam)
-                add(Task.GRASP, [k], GraspAnswer(kps[0]),
-                    {"T_cam_gripper": Tbest.tolist(), "width": geo.grasps[k].kept[0].width,
-                     "grasps_T_cam_gripper": [G.canonical_for_view(T, cam).tolist() for T in Ts],
-                     "scores": [g.score for g in geo.grasps[k].kept]})
+        if k in fg and cam.in_image(fg[k][1][0]).all():
+            Tg, kps = fg[k]
+            g = geo.grasps[k]
+            add(Task.GRASP, [k], GraspAnswer(kps[0]),
+                {"T_cam_gripper": Tg[0].tolist(), "width": g.kept[0].width, "grasps_T_cam_gripper": Tg.tolist(),
+                 "scores": [x.score for x in g.kept]})
         if "rearrangement" in tasks and geo.grasps and geo.grasps[k].n_candidates > 0:
             blk = geo.grasps[k].blockers if geo.grasps[k].blocked else []
             # blocked by the table or its own shape alone (no neighbour to move): no question
@@ -199,23 +252,24 @@ def frame_records(sc: BopScene, im: int, geo: SceneGeometry, out_dir: Path, opts
                      "mask_paths": [_rel_image(objs[b].mask_visib_path, out_dir) if objs[b].mask_visib_path else None
                                     for b in blk]})
     if "trajectory" in tasks:
-        for t in geo.trajs:
-            if not (vis[t.a] and vis[t.b]):
+        for tr in geo.trajs:
+            if not (vis[tr.a] and vis[tr.b]):
                 continue
-            P = transform_points(T_cw, t.path_world)
+            P = tr.path_world @ R.T + t
             if np.any(P[:, 2] <= 0.01):
                 continue
             uv = cam.project(P)
-            add(Task.TRAJECTORY, [t.a, t.b], TrajectoryAnswer(uv),
-                {"path_cam": P.tolist(), "a_gt_index": t.a, "b_gt_index": t.b,
-                 "placement_cam": transform_points(T_cw, t.placement_world[None])[0].tolist()})
+            add(Task.TRAJECTORY, [tr.a, tr.b], TrajectoryAnswer(uv),
+                {"path_cam": P.tolist(), "a_gt_index": tr.a, "b_gt_index": tr.b,
+                 "placement_cam": (R @ tr.placement_world + t).tolist()})
     visible = [k for k in range(n) if vis[k]]
     pairs = [(a, b) for a in visible for b in visible if a != b]
-    geoms = [relations.geom_from_corners(c) for c in geo.corners_w]
+    geoms = geo.geoms
     if "spatial" in tasks and pairs:
         want_yes = True
+        n_spatial = 0
         for _ in range(opts.spatial_per_frame * 4):
-            if sum(r.task is Task.SPATIAL for r in recs) >= opts.spatial_per_frame:
+            if n_spatial >= opts.spatial_per_frame:
                 break
             a, b = pairs[rng.randrange(len(pairs))]
             rel = relations.RELATIONS[rng.randrange(4)] if rng.random() < 0.9 else relations.RELATIONS[4 + rng.randrange(2)]
@@ -223,25 +277,32 @@ def frame_records(sc: BopScene, im: int, geo: SceneGeometry, out_dir: Path, opts
             if v is None or v != want_yes:
                 continue
             want_yes = not want_yes
+            n_spatial += 1
             add(Task.SPATIAL, [a, b], YesNoAnswer(bool(v), Task.SPATIAL), {"relation": rel, "value": bool(v)}, rel)
     if "depth" in tasks and pairs:
+        n_depth = 0
+        eye = T_wc[:3, 3]
         for _ in range(opts.depth_per_frame * 4):
-            if sum(r.task is Task.DEPTH for r in recs) >= opts.depth_per_frame:
+            if n_depth >= opts.depth_per_frame:
                 break
             a, b = pairs[rng.randrange(len(pairs))]
             v = relations.closer(geoms[a], geoms[b], T_wc)
             if v is None:
                 continue
+            n_depth += 1
             add(Task.DEPTH, [a, b], YesNoAnswer(bool(v), Task.DEPTH),
                 {"relation": "closer", "value": bool(v),
-                 "distance_a": float(np.linalg.norm(geoms[a].center - T_wc[:3, 3])),
-                 "distance_b": float(np.linalg.norm(geoms[b].center - T_wc[:3, 3]))})
+                 "distance_a": float(np.linalg.norm(geoms[a].center - eye)),
+                 "distance_b": float(np.linalg.norm(geoms[b].center - eye))})
     return recs
 
 
 def process_scene(scene_dir: str | Path, out_dir: str | Path, seed: int, opts: Options,
-                  rephrase: Any = None) -> SceneOutput:
-    """All records of one scene; corrupt frames are skipped and reported in ``errors``."""
+                  rephrase: Any = None, models: dict[int, ModelGeometry] | None = None) -> SceneOutput:
+    """All records of one scene; corrupt frames are skipped and reported in ``errors``.
+
+    ``models``: the dataset's model geometry by obj_id, built once (:func:`build_models`) and shared by
+    every scene; None builds the scene's models here (same records, slower)."""
     import zlib
 
     sc = BopScene(scene_dir)
@@ -251,20 +312,21 @@ def process_scene(scene_dir: str | Path, out_dir: str | Path, seed: int, opts: O
     im_ids = sc.im_ids
     # frames whose instance list differs from the first one are treated as their own scenes
     groups: dict[tuple[int, ...], list[int]] = {}
+    objects = {im: sc.objects(im) for im in im_ids}
     for im in im_ids:
-        groups.setdefault(tuple(o.obj_id for o in sc.objects(im)), []).append(im)
+        groups.setdefault(tuple(o.obj_id for o in objects[im]), []).append(im)
     records: list[QARecord] = []
     ok = 0
-    for ims in groups.values():
+    for ids, ims in groups.items():
         try:
-            geo, _ = scene_geometry(sc, ims, rng, opts, errors)
+            geo, _ = scene_geometry(sc, ims, rng, opts, errors, scene_models(sc, list(ids), seed, models), objects)
         except (BopFormatError, GeometryError) as e:
             errors.append({"scene": str(sc.dir), "im_id": None, "stage": "scene", "error": f"{type(e).__name__}: {e}"})
             continue
         for im in ims:
             qm = QuestionMaker(random.Random(f"{seed}/{key}/{im}"), rephrase)
             try:
-                records += frame_records(sc, im, geo, Path(out_dir), opts, qm, qm.rng)
+                records += frame_records(sc, im, geo, Path(out_dir), opts, qm, qm.rng, objects[im])
                 ok += 1
             except (BopFormatError, GeometryError, KeyError, ValueError) as e:
                 errors.append({"scene": str(sc.dir), "im_id": im, "stage": "frame", "error": f"{type(e).__name__}: {e}"})

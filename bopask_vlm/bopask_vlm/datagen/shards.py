@@ -19,11 +19,14 @@ def shard_path(out_dir: Path, split: str, scene_id: int) -> Path:
 
 
 def write_shard(path: Path, records: list[QARecord]) -> None:
+    write_shard_text(path, "".join(r.to_line() + "\n" for r in records))
+
+
+def write_shard_text(path: Path, text: str) -> None:
+    """Write a shard's JSONL text atomically (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
-        for r in records:
-            f.write(r.to_line() + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -1,6 +1,7 @@
 """Trajectories moving object A onto object B: an RRT in 3D (translation of A; goal bias 0.1) from A lifted
-off the table to a placement resting on B, every state and edge collision-checked (python-fcl through
-trimesh) against the other objects and the table, then shortened with Ramer-Douglas-Peucker and re-checked.
+off the table to a placement resting on B, every state and edge collision-checked with A's convex hull grown
+by ``CLEARANCE`` against the other objects' hulls and the table (python-fcl, shapes placed by pose:
+:mod:`bopask_vlm.datagen.collision`), then shortened with Ramer-Douglas-Peucker and re-checked.
 
 Why not OMPL here: OMPL's RNG seed is process-global and can be set only before the first planner is
 made, so per-scene deterministic (and resumable, parallel) output could not be guaranteed; the planner
@@ -11,14 +12,14 @@ coordinates only, and these paths are 3D.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_vlm.datagen.grasps import TABLE, in_collision
+from bopask_vlm.datagen.collision import TABLE, CollisionWorld, Placed
 
 LIFT = 0.02  # A is lifted this much before moving, and placed this much above B
+CLEARANCE = 0.004  # A's hull is grown this much for the checks (the world is fitted from depth: mm off)
 GOAL_BIAS = 0.1
 
 
@@ -51,35 +52,38 @@ def rdp(points: NDArray[np.float64], eps: float) -> NDArray[np.float64]:
 
 
 class _Checker:
-    """Collision test of A's convex hull (conservative, and fast for FCL) translated to ``p``."""
+    """Collision test of A's convex hull (conservative, and fast for FCL), grown by ``clearance``,
+    translated so that its reference point ``ref`` is at ``p``."""
 
-    def __init__(self, cm: Any, mesh_a: Any, a: int, ref: NDArray[np.float64]) -> None:
-        self.cm, self.mesh, self.a, self.ref = cm, mesh_a.convex_hull, str(a), ref
+    def __init__(self, cm: CollisionWorld, obj_a: Placed, a: int, ref: NDArray[np.float64],
+                 clearance: float = CLEARANCE) -> None:
+        self.cm, self.skip, self.ref = cm, frozenset({str(a)}), ref
+        self.shape, self.T = (obj_a.shape.inflated(clearance) if clearance > 0 else obj_a.shape), obj_a.T
 
     def ok(self, p: NDArray[np.float64]) -> bool:
-        T = np.eye(4)
-        T[:3, 3] = p - self.ref
-        return not (in_collision(self.cm, self.mesh, T) - {self.a})
+        return not self.cm.collides_translated(self.shape, self.T, (p - self.ref)[None], skip=self.skip)
 
     def edge_ok(self, p: NDArray[np.float64], q: NDArray[np.float64], step: float = 0.005) -> bool:
+        """Every point at most ``step`` apart along p -> q (p itself excluded) is free (checked at once)."""
         n = max(1, int(np.ceil(np.linalg.norm(q - p) / step)))
-        return all(self.ok(p + (q - p) * k / n) for k in range(1, n + 1))
+        pts = p + (q - p) * (np.arange(1, n + 1)[:, None] / n)
+        return not self.cm.collides_translated(self.shape, self.T, pts - self.ref, skip=self.skip)
 
 
-def plan_move(a: int, b: int, meshes_world: list[Any], cm: Any, rng: np.random.Generator, *,
+def plan_move(a: int, b: int, objects: list[Placed], cm: CollisionWorld, rng: np.random.Generator, *,
               max_iters: int = 1500, step: float = 0.04, goal_tol: float = 1e-6,
               bounds_margin: float = 0.15, z_max: float = 0.45) -> Trajectory | None:
-    """Path of A's bounding-box bottom centre from rest to resting on top of B; None if the RRT fails."""
-    ma, mb = meshes_world[a], meshes_world[b]
-    (lo_a, hi_a), (lo_b, hi_b) = ma.bounds, mb.bounds
+    """Path of A's bounding-box bottom centre from rest to resting on top of B; None if the RRT fails.
+    ``objects``: every instance's convex hull at its world pose; ``cm`` holds them (name = index)."""
+    (lo_a, hi_a), (lo_b, hi_b) = objects[a].bounds, objects[b].bounds
     ref = np.array([(lo_a[0] + hi_a[0]) / 2, (lo_a[1] + hi_a[1]) / 2, lo_a[2]])
     rest = ref.copy()
     start = rest + [0, 0, LIFT]
     placement = np.array([(lo_b[0] + hi_b[0]) / 2, (lo_b[1] + hi_b[1]) / 2, hi_b[2] + LIFT])
-    chk = _Checker(cm, ma, a, ref)
+    chk = _Checker(cm, objects[a], a, ref)
     if not (chk.ok(start) and chk.ok(placement)):
         return None
-    allb = np.array([m.bounds for m in meshes_world])
+    allb = np.array([o.bounds for o in objects])
     lo = np.array([*(allb[:, 0, :2].min(0) - bounds_margin), start[2]])
     hi = np.array([*(allb[:, 1, :2].max(0) + bounds_margin), z_max])
     nodes, parent = [start], [-1]
@@ -128,12 +132,11 @@ def _shortcut(path: NDArray[np.float64], chk: _Checker) -> NDArray[np.float64]:
     return np.array(out)
 
 
-def path_collision_free(traj: Trajectory, meshes_world: list[Any], cm: Any, step: float = 0.005) -> bool:
+def path_collision_free(traj: Trajectory, objects: list[Placed], cm: CollisionWorld, step: float = 0.005) -> bool:
     """Independent check of a path (after the lift): no contact with the table or objects other than A."""
-    ma = meshes_world[traj.a]
-    lo, hi = ma.bounds
+    lo, hi = objects[traj.a].bounds
     ref = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
-    chk = _Checker(cm, ma, traj.a, ref)
+    chk = _Checker(cm, objects[traj.a], traj.a, ref)
     P = traj.path_world[1:]
     return chk.ok(P[0]) and all(chk.edge_ok(p, q, step) for p, q in zip(P[:-1], P[1:]))
 
