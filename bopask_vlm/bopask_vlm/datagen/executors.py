@@ -15,8 +15,9 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 #: Modules the tasks need, imported by the driver before a process pool forks (each costs 0.1-0.6 s).
-WORKER_IMPORTS = ("trimesh", "trimesh.ray.ray_pyembree", "fcl", "cv2", "PIL.Image", "scipy.spatial", "open3d",
-                  "fast_simplification")
+WORKER_IMPORTS = ("trimesh", "trimesh.ray.ray_pyembree", "fcl", "cv2", "PIL.Image", "PIL.PngImagePlugin",
+                  "scipy.spatial", "open3d", "fast_simplification", "threadpoolctl", "bopask_vlm.prompts",
+                  "bopask_vlm.datagen.qa", "bopask_vlm.datagen.runner")
 
 Done = tuple[Hashable, Any, BaseException | None]
 

@@ -111,11 +111,27 @@ def build_model_geometry(path: str | Path, obj_id: int, seed: int, *, max_faces:
                        np.asarray(coll.vertices, float), np.asarray(coll.faces, np.int64), coll is not mesh, dev,
                        np.asarray(hull.vertices, float), np.asarray(hull.faces, np.int64), cands,
                        np.ones(len(cands), bool))
-    own = CollisionWorld(table_top=None)
-    own.add("self", model_shapes(mg)[0])
+    return ModelGeometry(**{**mg.__dict__, "self_free": self_free(model_shapes(mg)[0], cands.T_mesh_gripper)})
+
+
+def self_free(shape: Shape, T_mesh_gripper: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """For each (K, 4, 4) hand pose in the mesh frame: the open hand does not touch ``shape`` (at identity).
+    Boxes are tested for all poses at once; FCL runs only where they overlap."""
+    import fcl
+
     hand = gripper_shape()
-    free = np.array([not own.colliding(hand, T) for T in cands.T_mesh_gripper], bool)
-    return ModelGeometry(**{**mg.__dict__, "self_free": free})
+    own = CollisionWorld(table_top=None)
+    own.add("self", shape)
+    boxes = hand.bounds_many(T_mesh_gripper)
+    lo, hi = own.boxes[0]
+    near = np.flatnonzero(((boxes[:, 0] <= hi) & (lo <= boxes[:, 1])).all(axis=1))
+    free = np.ones(len(T_mesh_gripper), bool)
+    probe, target, request = fcl.CollisionObject(hand.geom, fcl.Transform()), own.objects[0], fcl.CollisionRequest()
+    for k in near:
+        T = T_mesh_gripper[k]
+        probe.setTransform(fcl.Transform(np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3])))
+        free[k] = not fcl.collide(probe, target, request, fcl.CollisionResult())
+    return free
 
 
 _SHAPES: dict[str, tuple[Shape, Shape]] = {}
