@@ -114,56 +114,15 @@ def _parser_harness(target: str, stats: _Stats):
 
 def _bop_fixture(root: Path) -> tuple[Path, list[Path]]:
     """A one-frame BOP scene (png rgb, depth, mask, all JSON files, a PLY mesh); the files to corrupt."""
-    import cv2
-    import numpy as np
-    import trimesh
+    from bopask_vlm.testing.tiny_bop import write_tiny_bop_scene
 
-    models = root / "models"
-    models.mkdir(parents=True)
-    (models / "models_info.json").write_text(json.dumps({"1": {
-        "diameter": 150.0, "min_x": -40.0, "min_y": -30.0, "min_z": -50.0, "size_x": 80.0, "size_y": 60.0,
-        "size_z": 100.0}}))
-    trimesh.creation.box((80, 60, 100)).export(models / "obj_000001.ply")
-    s = root / "test" / "000001"
-    for d in ("rgb", "depth", "mask_visib"):
-        (s / d).mkdir(parents=True)
-    (s / "scene_camera.json").write_text(json.dumps({"0": {"cam_K": [60.0, 0, 16, 0, 60.0, 12, 0, 0, 1],
-                                                            "depth_scale": 0.1}}))
-    (s / "scene_gt.json").write_text(json.dumps({"0": [{"cam_R_m2c": np.eye(3).ravel().tolist(),
-                                                        "cam_t_m2c": [1.0, -2.0, 800.0], "obj_id": 1}]}))
-    (s / "scene_gt_info.json").write_text(json.dumps({"0": [{"bbox_obj": [1, 2, 3, 4], "bbox_visib": [1, 2, 3, 3],
-                                                             "visib_fract": 0.9}]}))
-    cv2.imwrite(str(s / "rgb" / "000000.png"), (np.arange(32 * 24 * 3) % 251).astype(np.uint8).reshape(24, 32, 3))
-    cv2.imwrite(str(s / "depth" / "000000.png"), np.full((24, 32), 8000, np.uint16))
-    m = np.zeros((24, 32), np.uint8)
-    m[5:9, 6:12] = 255
-    cv2.imwrite(str(s / "mask_visib" / "000000_000000.png"), m)
-    files = [s / "scene_camera.json", s / "scene_gt.json", s / "scene_gt_info.json", models / "models_info.json",
-             s / "rgb" / "000000.png", s / "depth" / "000000.png", s / "mask_visib" / "000000_000000.png",
-             models / "obj_000001.ply"]
-    return s, files
-
-
-def read_everything(scene_dir: Path) -> int:
-    """What datagen reads of a scene, through the BOP reader: scene files, every frame, masks, meshes."""
-    from bopask_vlm.datagen.bop_reader import BopScene, check_image, load_model_mesh, read_frame
-
-    sc = BopScene(scene_dir)
-    n = 0
-    for im in sc.im_ids:
-        fr = read_frame(sc, im)
-        check_image(fr.rgb_path)
-        for o in fr.objects:
-            o.mask_visib()
-        n += 1
-    for mi in sc.models.values():
-        if mi.path is not None:
-            load_model_mesh(mi.path)
-    return n
+    scene, files = write_tiny_bop_scene(root, frames=1)
+    return scene, list(files.values())
 
 
 def _bop_harness(stats: _Stats, work: Path):
     from bopask_vlm.datagen.bop_reader import BopFormatError
+    from bopask_vlm.testing.tiny_bop import read_everything
 
     scene, files = _bop_fixture(work / "bop")
     originals = [f.read_bytes() for f in files]

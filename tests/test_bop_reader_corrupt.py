@@ -14,57 +14,8 @@ import pytest
 
 from bopask_vlm.datagen.bop_reader import (
     BopFormatError,
-    BopScene,
-    check_image,
-    load_model_mesh,
-    read_frame,
-    read_models_info,
 )
-
-
-def _scene(root: Path) -> tuple[Path, dict[str, Path]]:
-    """A two-frame BOP scene with png rgb/depth/mask, the four JSON files and a binary PLY model."""
-    import trimesh
-
-    models = root / "models"
-    models.mkdir(parents=True)
-    (models / "models_info.json").write_text(json.dumps({"1": {
-        "diameter": 150.0, "min_x": -40.0, "min_y": -30.0, "min_z": -50.0, "size_x": 80.0, "size_y": 60.0,
-        "size_z": 100.0}}))
-    trimesh.creation.box((80, 60, 100)).export(models / "obj_000001.ply")
-    s = root / "test" / "000001"
-    for d in ("rgb", "depth", "mask_visib"):
-        (s / d).mkdir(parents=True)
-    cam = {"cam_K": [60.0, 0, 16, 0, 60.0, 12, 0, 0, 1], "depth_scale": 0.1}
-    gt = {"cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [1.0, -2.0, 800.0], "obj_id": 1}
-    info = {"bbox_obj": [1, 2, 3, 4], "bbox_visib": [1, 2, 3, 3], "visib_fract": 0.9}
-    (s / "scene_camera.json").write_text(json.dumps({"0": cam, "1": cam}))
-    (s / "scene_gt.json").write_text(json.dumps({"0": [gt], "1": [gt]}))
-    (s / "scene_gt_info.json").write_text(json.dumps({"0": [info], "1": [info]}))
-    for im in (0, 1):
-        cv2.imwrite(str(s / "rgb" / f"{im:06d}.png"),
-                    (np.arange(32 * 24 * 3) % 251).astype(np.uint8).reshape(24, 32, 3))
-        cv2.imwrite(str(s / "depth" / f"{im:06d}.png"), np.full((24, 32), 8000, np.uint16))
-        m = np.zeros((24, 32), np.uint8)
-        m[5:9, 6:12] = 255
-        cv2.imwrite(str(s / "mask_visib" / f"{im:06d}_000000.png"), m)
-    files = {"scene_camera": s / "scene_camera.json", "scene_gt": s / "scene_gt.json",
-             "scene_gt_info": s / "scene_gt_info.json", "models_info": models / "models_info.json",
-             "rgb": s / "rgb" / "000000.png", "depth": s / "depth" / "000000.png",
-             "mask": s / "mask_visib" / "000000_000000.png", "ply": models / "obj_000001.ply"}
-    return s, files
-
-
-def _read_all(scene: Path) -> None:
-    """Everything datagen reads through the BOP reader."""
-    sc = BopScene(scene)
-    for im in sc.im_ids:
-        fr = read_frame(sc, im)
-        check_image(fr.rgb_path)
-        for o in fr.objects:
-            o.mask_visib()
-    for mi in read_models_info(sc.models_dir).values():
-        load_model_mesh(mi.path)
+from bopask_vlm.testing.tiny_bop import read_everything, write_tiny_bop_scene
 
 
 def _truncate(b: bytes) -> bytes:
@@ -85,25 +36,25 @@ BYTE_CORRUPTIONS = {"truncated": _truncate, "first byte flipped": _flip_first, "
 
 
 def test_the_valid_scene_reads(tmp_path):
-    scene, _ = _scene(tmp_path)
-    _read_all(scene)
+    scene, _ = write_tiny_bop_scene(tmp_path)
+    read_everything(scene)
 
 
 @pytest.mark.parametrize("kind", list(BYTE_CORRUPTIONS))
 @pytest.mark.parametrize("name", ["scene_camera", "scene_gt", "scene_gt_info", "models_info", "rgb", "depth",
                                   "mask", "ply"])
 def test_corrupt_bytes_are_format_errors(tmp_path, name, kind):
-    scene, files = _scene(tmp_path)
+    scene, files = write_tiny_bop_scene(tmp_path)
     f = files[name]
     f.write_bytes(BYTE_CORRUPTIONS[kind](f.read_bytes()))
     with pytest.raises(BopFormatError) as e:
-        _read_all(scene)
+        read_everything(scene)
     assert f.name in str(e.value) or f.parent.name in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["rgb", "depth", "mask", "ply"])
 def test_bit_flip_inside_binary_data_is_a_format_error(tmp_path, name):
-    scene, files = _scene(tmp_path)
+    scene, files = write_tiny_bop_scene(tmp_path)
     f = files[name]
     if name == "ply":  # a vertex index far past the 8 vertices: the faces start after the vertices
         data = f.read_bytes()
@@ -112,7 +63,7 @@ def test_bit_flip_inside_binary_data_is_a_format_error(tmp_path, name):
     else:
         f.write_bytes(_flip_middle(f.read_bytes()))
     with pytest.raises(BopFormatError):
-        _read_all(scene)
+        read_everything(scene)
 
 
 WRONG_TYPES = {
@@ -129,24 +80,24 @@ WRONG_TYPES = {
 
 @pytest.mark.parametrize("name,value", [(n, v) for n, vs in WRONG_TYPES.items() for v in vs])
 def test_json_of_wrong_types_is_a_format_error(tmp_path, name, value):
-    scene, files = _scene(tmp_path)
+    scene, files = write_tiny_bop_scene(tmp_path)
     files[name].write_text(json.dumps(value))
     with pytest.raises(BopFormatError):
-        _read_all(scene)
+        read_everything(scene)
 
 
 def test_deeply_nested_json_is_a_format_error(tmp_path):
-    scene, files = _scene(tmp_path)
+    scene, files = write_tiny_bop_scene(tmp_path)
     files["scene_gt"].write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(BopFormatError, match="scene_gt"):
-        _read_all(scene)
+        read_everything(scene)
 
 
 def test_depth_of_the_wrong_bit_depth_is_a_format_error(tmp_path):
-    scene, files = _scene(tmp_path)
+    scene, files = write_tiny_bop_scene(tmp_path)
     cv2.imwrite(str(files["depth"]), np.full((24, 32), 80, np.uint8))
     with pytest.raises(BopFormatError, match="16-bit"):
-        _read_all(scene)
+        read_everything(scene)
 
 
 # ---- in a datagen run -------------------------------------------------------------------------------
