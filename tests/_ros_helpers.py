@@ -39,15 +39,18 @@ def ros_env() -> dict[str, str]:
 
 def node_source_path() -> str:
     """PYTHONPATH with this checkout's packages first (the node process imports the code under test)."""
-    parts = [str(REPO / "bopask_vlm"), str(REPO / "bopask_ros"), os.environ.get("PYTHONPATH", "")]
+    parts = [str(REPO / "bopask_vlm"), str(REPO / "bopask_ros"), str(REPO / "bopask_sim"),
+             os.environ.get("PYTHONPATH", "")]
     return os.pathsep.join(p for p in parts if p)
 
 
 class NodeProcess:
-    """``python -m bopask_ros.ros.node --ros-args --params-file <config yaml> -p ...`` in its own process."""
+    """``python -m <module> --ros-args --params-file <config yaml> -p ...`` in its own process; ``module``: the
+    node (``bopask_ros.ros.node``) or the simulator bring-up (``bopask_ros.ros.sim_bringup``)."""
 
-    def __init__(self, params: dict[str, Any], log: Path, namespace: str = "") -> None:
-        args = [sys.executable, "-m", "bopask_ros.ros.node", "--ros-args", "--params-file", str(NODE_YAML)]
+    def __init__(self, params: dict[str, Any], log: Path, namespace: str = "",
+                 module: str = "bopask_ros.ros.node") -> None:
+        args = [sys.executable, "-m", module, "--ros-args", "--params-file", str(NODE_YAML)]
         if namespace:
             args += ["-r", f"__ns:={namespace}"]
         for k, v in params.items():

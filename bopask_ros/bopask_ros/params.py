@@ -66,7 +66,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 1, "goals waiting at most, with busy_policy queue"),
     # motion and execution
     ParamSpec("motion_backend", "moveit", "what plans and executes the motion: moveit (moveit_py, the MoveIt config "
-              "passed as parameters by tabletop.launch.py) or none (answer, lift and check only)"),
+              "passed as parameters by tabletop.launch.py), sim (the pybullet simulator of bopask_sim; run "
+              "bopask_ros.ros.sim_bringup, which also publishes its camera) or none (answer, lift and check only)"),
     ParamSpec("allow_execution", False, "let goals that ask for execution move the robot"),
     ParamSpec("planning_group", "panda_arm", "MoveIt planning group of the arm"),
     ParamSpec("gripper_group", "hand", "MoveIt planning group of the gripper"),
@@ -76,6 +77,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("lift_distance", 0.10, "how far the object is lifted after closing (m)"),
     ParamSpec("planning_pipeline", "ompl_rrtc", "plan_request_params entry for free-space moves"),
     ParamSpec("cartesian_pipeline", "pilz_lin", "plan_request_params entry for straight-line segments"),
+    # the simulator (motion_backend sim): one scene, placed by the node's calibration (else the repository's
+    # config/camera_calibration.yaml), its camera published on the three camera topics above
+    ParamSpec("sim.scene_seed", 0, "motion_backend sim: the scene's seed (object choice and placement)"),
+    ParamSpec("sim.num_objects", 5, "motion_backend sim: objects on the table (1..8)"),
+    ParamSpec("sim.scene_file", "", "motion_backend sim: a YAML/JSON scene file (scene_seed, num_objects, width, "
+              "height, calibration) that overrides the sim.* parameters; empty: none"),
+    ParamSpec("sim.width", 640, "motion_backend sim: camera width (D435 640x480 or 1280x720)"),
+    ParamSpec("sim.height", 480, "motion_backend sim: camera height"),
+    ParamSpec("sim.camera_rate_hz", 2.0, "motion_backend sim: frames published per second (each is a CPU render; "
+              "none while a motion runs)"),
     # safety envelope (base frame)
     ParamSpec("safety.workspace_min", [-0.3, -0.7, -0.05], "workspace box lower corner (m)"),
     ParamSpec("safety.workspace_max", [0.9, 0.7, 0.9], "workspace box upper corner (m)"),

@@ -55,10 +55,11 @@ class SimMotionBackend:
     @classmethod
     def from_params(cls, scene_seed: int = 0, num_objects: int = 5, calibration: str | Path | None = None,
                     width: int = 640, height: int = 480, scene_file: str | Path | None = None,
-                    safety: dict[str, Any] | None = None, **world_kwargs: Any) -> SimMotionBackend:
+                    safety: dict[str, Any] | None = None, lift_distance: float = 0.1,
+                    **world_kwargs: Any) -> SimMotionBackend:
         """A backend over a fresh scene built from plain parameters. ``scene_file``: a JSON/YAML mapping with
         any of ``scene_seed``, ``num_objects``, ``calibration``, ``width``, ``height`` (overrides the arguments);
-        ``safety``: :meth:`SafetyEnvelope.from_dict` parameters."""
+        ``safety``: :meth:`SafetyEnvelope.from_dict` parameters; ``lift_distance``: the grasp's final lift (m)."""
         if scene_file:
             import yaml
 
@@ -70,7 +71,7 @@ class SimMotionBackend:
             calibration = spec.get("calibration", calibration)
             width, height = int(spec.get("width", width)), int(spec.get("height", height))
         world = SimWorld(scene_seed, num_objects, calibration=calibration, width=width, height=height, **world_kwargs)
-        return cls(world, SafetyEnvelope.from_dict(safety) if safety else None)
+        return cls(world, SafetyEnvelope.from_dict(safety) if safety else None, lift_distance=lift_distance)
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _to_world(self, T_base: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -101,6 +102,12 @@ class SimMotionBackend:
 
     # -- Planner protocol --------------------------------------------------------------------------------
     def plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None = None) -> PlanOutcome:
+        """Plan and (unless ``goal.plan_only``) execute, holding the world's lock throughout (no render between
+        two physics steps of one motion)."""
+        with self.world.lock:
+            return self._plan(result, goal, cancel)
+
+    def _plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None) -> PlanOutcome:
         task = Task(goal.task)
         execute = not goal.plan_only
         if task == Task.GRASP:
@@ -159,7 +166,8 @@ class SimMotionBackend:
         ok, reason = classify_grasp(m)
         if ok or (m.in_hand and m.rise_after_hold > 0.02):
             self.held = target
-        detail = f"{reason.value}: rose {m.rise_after_lift * 100:.1f} cm, {m.rise_after_hold * 100:.1f} cm after " \
+        # the reason says what physically happened: "lifted: ..." or the failure ("slipped: ...", "collision: ...")
+        detail = f"{'lifted' if ok else reason.value}: rose {m.rise_after_lift * 100:.1f} cm, {m.rise_after_hold * 100:.1f} cm after " \
                  f"{self.hold_s:.0f} s" + (f"; {m.collisions[0]['a']} hit {m.collisions[0]['b']} "
                                            f"({m.collisions[0]['force']:.0f} N, {m.collisions[0]['step']})"
                                            if m.collisions else "") + (f"; {m.ik_failure}" if m.ik_failure else "")
@@ -216,7 +224,7 @@ class SimMotionBackend:
         m.placement_error = float(np.linalg.norm(self.world.base_point(a) - goal))
         m.collisions = self._collisions()
         ok, reason = classify_carry(m)
-        detail = f"{reason.value}: placed {m.placement_error * 100:.1f} cm from the target" + (
+        detail = f"{'placed' if ok else reason.value}: {m.placement_error * 100:.1f} cm from the target placement" + (
             f"; {m.collisions[0]['a']} hit {m.collisions[0]['b']} ({m.collisions[0]['force']:.0f} N, "
             f"{m.collisions[0]['step']})" if m.collisions else "") + (f"; {m.ik_failure}" if m.ik_failure else "")
         return PlanOutcome(ok, detail, executed=True, plan=m)

@@ -9,6 +9,7 @@ at :data:`ROBOT_BASE_XY` on the table, facing +x, where the objects lie.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,9 @@ class SimWorld:
         if not 1 <= num_objects <= 8:
             raise SceneError(f"num_objects must be 1..8, got {num_objects}")
         self.seed = int(seed)
+        #: pybullet is not thread-safe: whoever steps the physics or renders from more than one thread holds this
+        #: (the backend for a whole motion, the ROS camera publisher for one capture)
+        self.lock = threading.RLock()
         self.calibration = read_calibration(calibration)
         self.camera: CameraModel = d435_camera(width, height)
         self.client = p.connect(p.DIRECT)
@@ -210,8 +214,9 @@ class SimWorld:
         """Back to the settled scene with the arm at home (the start of every episode)."""
         import pybullet as p
 
-        p.restoreState(self._state, physicsClientId=self.client)
-        self.panda.reset_home()
+        with self.lock:
+            p.restoreState(self._state, physicsClientId=self.client)
+            self.panda.reset_home()
 
     def close(self) -> None:
         import pybullet as p
@@ -278,8 +283,9 @@ class SimWorld:
     def render(self, camera: CameraModel | None = None, T_world_optical: NDArray[np.float64] | None = None) -> Any:
         from bopask_sim.camera import render
 
-        return render(self.client, camera or self.camera,
-                      self.T_world_camera if T_world_optical is None else T_world_optical)
+        with self.lock:
+            return render(self.client, camera or self.camera,
+                          self.T_world_camera if T_world_optical is None else T_world_optical)
 
     def capture(self, rng: np.random.Generator | None = None) -> SimFrame:
         """What the RealSense driver would publish now: RGB, noisy depth (NaN = no reading), segmentation."""

@@ -12,7 +12,10 @@
 - The camera pose (``tf_source``): ``tf2`` (tf2_ros buffer on the node's clock + listener, the robot
   default) or ``calibration`` (a fixed extrinsic from ``calibration_file`` / ``calibration.*``: the
   node then needs no TF tree and runs on a pip-installed ROS 2 core).
-- Motion (``motion_backend``): ``moveit`` (moveit_py, imported only when chosen) or ``none``.
+- Motion (``motion_backend``): ``moveit`` (moveit_py, imported only when chosen), ``sim`` (the pybullet simulator
+  of bopask_sim, :mod:`bopask_ros.ros.sim_backend`; :mod:`bopask_ros.ros.sim_bringup` runs the node with the
+  simulator's camera) or ``none``. The result of an executed goal gives the backend's own reason (what the robot
+  did; in the simulator what physically happened: lifted, slipped, collision ...).
 - The VLM (``vlm_client``): an OpenAI-compatible server (vLLM), or the oracle answering from QA records.
 - RViz markers (cleared with DELETEALL before each result's) and the 2D answer on a debug image.
 Runs in a MultiThreadedExecutor with a reentrant callback group (ros2/examples action servers).
@@ -263,9 +266,15 @@ class BopaskNode(Node):
 
     # -- set-up ----------------------------------------------------------------------------------
     def _make_tf(self) -> Any:
+        self.calibration: CameraCalibration | None = None
         if self.params["tf_source"] == "tf2":
             return Tf2Adapter(self, self.params["tf_timeout_s"])
         cal = calibration_of(self.params)
+        if cal is None and self.params["motion_backend"] == "sim":
+            from bopask_ros.ros.sim_backend import default_sim_calibration
+
+            cal = default_sim_calibration()  # the one the simulator's camera stands at
+        self.calibration = cal
         if cal is None:
             self.get_logger().warn("tf_source calibration without a calibration (calibration_file or "
                                    "calibration.parent_frame): every goal that needs the camera pose fails")
@@ -276,10 +285,11 @@ class BopaskNode(Node):
 
     def _make_planner(self) -> Any:
         """The motion backend named by ``motion_backend``: one entry per backend (a :class:`Planner` or None),
-        each imported only when chosen; a new backend (e.g. ``"sim"``) is one more entry here."""
+        each imported only when chosen; a new backend is one more entry here."""
         backends: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "moveit": self._moveit_planner,
+            "sim": self._sim_planner,
         }
         name = self.params["motion_backend"]
         if name not in backends:
@@ -309,6 +319,25 @@ class BopaskNode(Node):
         # current state
         use_sim_time = bool(self.get_parameter("use_sim_time").value)
         return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety, use_sim_time=use_sim_time)
+
+    def _sim_planner(self) -> Any:
+        """The simulator (``sim.*`` parameters), its camera placed by the node's calibration (with ``tf_source
+        calibration`` the very one the node lifts with; else the calibration parameters, else the repository's
+        file), the node's safety envelope and lift distance."""
+        try:
+            from bopask_ros.ros.sim_backend import default_sim_calibration, make_sim_planner
+        except ImportError as e:
+            raise StartupError(f"motion_backend sim needs bopask_sim and pybullet: {e}") from e
+        cal = self.calibration or calibration_of(self.params) or default_sim_calibration()
+        try:
+            planner = make_sim_planner(self.params, cal)
+        except (ValueError, OSError) as e:
+            raise StartupError(f"motion_backend sim: {e}") from e
+        world = planner.world
+        self.get_logger().info(f"simulator: scene {world.seed} with {', '.join(i.name for i in world.instances)}; "
+                               f"camera {world.camera.width}x{world.camera.height} on {self.params['color_topic']} "
+                               "(published by bopask_ros.ros.sim_bringup)")
+        return planner
 
     def _subscribe(self) -> None:
         from rclpy.qos import qos_profile_sensor_data
@@ -470,6 +499,9 @@ class BopaskNode(Node):
                 if result.status != ResultStatus.CANCELED:
                     result.reason = f"canceled: {result.reason}"
                 result.status = ResultStatus.CANCELED
+            plan = result.plan
+            if result.status == ResultStatus.SUCCEEDED and plan is not None and plan.executed and plan.reason:
+                result.reason = plan.reason  # what the robot did (the simulator: what physically happened)
             self._publish_visuals(frame, result)
             msg = build_result(self.factory, iface, result, frame_id=frame_id, stamp=frame.stamp,
                                question=goal.question or "", model=self.params["vlm_model"],
@@ -495,6 +527,13 @@ class BopaskNode(Node):
                 self._running_goal = None
             if ticket is not None:
                 self.gate.release(ticket)
+
+    def close(self) -> None:
+        """Release what the node holds outside ROS (the VLM worker threads, a simulator)."""
+        self.client.shutdown()
+        close = getattr(self.planner, "close", None)
+        if close is not None and self.params["motion_backend"] == "sim":
+            close()
 
     # -- visualisation ---------------------------------------------------------------------------
     def _publish_visuals(self, frame: Frame, result: PipelineResult) -> None:
@@ -551,7 +590,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.client.shutdown()
+        node.close()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
