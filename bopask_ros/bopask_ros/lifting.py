@@ -359,9 +359,9 @@ class DepthLifter:
             if np.any(inside):
                 pd = self._patch_depth(pix[inside])
                 gap[inside] = np.where(pd.valid, pd.z - feet[inside, 2], np.nan)
-            free = gap > 0
+            free = gap > 1e-3  # a foot within 1 mm of the seen surface touches it (the table under the last foot)
             seen_free = np.maximum.accumulate(free)  # skip feet occluded before the first free one
-            touch = np.flatnonzero(seen_free & (gap <= 0))
+            touch = np.flatnonzero(seen_free & (gap <= 1e-3))
             if touch.size == 0:
                 reasons[i] = "no seen surface under the ray" if np.any(free) else "the ray's feet have no depth"
                 continue
@@ -370,7 +370,7 @@ class DepthLifter:
             while j > 0 and not np.isfinite(gap[j]):
                 j -= 1
             g0, g1 = float(gap[j]), float(gap[k])
-            t = g0 / (g0 - g1) if g0 - g1 > 1e-12 else 1.0
+            t = min(1.0, g0 / (g0 - g1)) if g0 - g1 > 1e-12 else 1.0
             points[i] = X[j] + t * (X[k] - X[j])
             valid[i] = True
             rules[i] = LiftRule.DEPTH

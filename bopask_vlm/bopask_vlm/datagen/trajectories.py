@@ -26,6 +26,7 @@ SUPPORT_TOL = 0.003  # faces whose vertices lie within this of B's top belong to
 SUPPORT_TILT_DEG = 10.0  # ... and whose normal is at most this far from straight up
 SUPPORT_MARGIN = 0.01  # A's centre of mass stays at least this far inside B's flat top
 SUPPORT_TIP_DEG = 15.0  # ... and far enough that A tilted by this much still has it over the top
+SUPPORT_MIN_COVER = 0.6  # B's top carries at least this share of A's flat bottom (a long A rocks off a small B)
 
 
 @dataclass
@@ -75,17 +76,25 @@ def in_polygon(points: NDArray[np.float64], corners: NDArray[np.float64]) -> NDA
 
 
 def supports(top: NDArray[np.float64], bottom: NDArray[np.float64], com_xy: NDArray[np.float64],
-             com_height: float, margin: float = SUPPORT_MARGIN, tip_deg: float = SUPPORT_TIP_DEG) -> bool:
+             com_height: float, margin: float = SUPPORT_MARGIN, tip_deg: float = SUPPORT_TIP_DEG,
+             min_cover: float = SUPPORT_MIN_COVER) -> bool:
     """Whether B's flat ``top`` holds A's flat ``bottom`` (:func:`flat_face_points`, A's already moved to its
     placement) with A's centre of mass at ``com_xy``, ``com_height`` above A's bottom: a disc around it of
     radius ``max(margin, com_height * tan(tip_deg))`` (A pushed or tilted that much on release still has its
-    centre of mass over the contact) lies inside both support polygons."""
+    centre of mass over the contact) lies inside both support polygons, and B's top carries at least
+    ``min_cover`` of A's bottom (sampled on a grid)."""
     r = max(float(margin), float(com_height) * float(np.tan(np.radians(tip_deg))))
     ang = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
     c = np.asarray(com_xy, float).reshape(2)
     circle = np.stack([np.cos(ang), np.sin(ang)], axis=1)
     disc = np.vstack([c, c + r * circle, c + 0.5 * r * circle])
-    return bool(in_polygon(disc, top).all() and in_polygon(disc, bottom).all())
+    if not (in_polygon(disc, top).all() and in_polygon(disc, bottom).all()):
+        return False
+    B = np.asarray(bottom, float).reshape(-1, 2)
+    lo, hi = B.min(0), B.max(0)
+    g = np.stack(np.meshgrid(*[np.linspace(lo[k], hi[k], 25) for k in range(2)]), axis=-1).reshape(-1, 2)
+    g = g[in_polygon(g, bottom)]
+    return bool(len(g) and in_polygon(g, top).mean() >= min_cover)
 
 
 def can_support(b_vertices: NDArray[np.float64], b_faces: NDArray[np.int64], a_vertices: NDArray[np.float64],
