@@ -61,6 +61,10 @@ def test_only_a_flat_big_enough_top_holds_a():
     assert _holds(stick, trimesh.creation.box(extents=(0.03, 0.03, 0.01)))  # a flat tile: centre of mass low
     assert not _holds(stick, tall)  # 10 cm up, tilted 15 degrees its centre of mass leaves the 12 mm half-width
     assert not _holds(trimesh.creation.box(extents=(0.12, 0.016, 0.012)), CUBE)  # narrower than the 1 cm margin
+    # a slender A standing (10 cm up, 2.5 cm half-width): tilted 25 degrees its centre of mass leaves its own
+    # bottom, so it rocks off when dropped even onto a wide top; the same block lying down is held
+    wide = trimesh.creation.box(extents=(0.30, 0.30, 0.02))
+    assert not _holds(wide, tall) and _holds(wide, trimesh.creation.box(extents=(0.20, 0.05, 0.05)))
     # a long block over a small cube: its centre of mass is over the top, but most of its bottom is not
     assert not _holds(CUBE, trimesh.creation.box(extents=(0.12, 0.06, 0.045)))
 

@@ -206,8 +206,9 @@ def trajectory_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline:
             m.release_error = float(np.linalg.norm(np.asarray(m.released_at) - target))
     ok, reason = classify_carry(m)
     snap = _snapshot(prep.world) if snapshot else None
-    detail = out.reason if reason != Reason.MISPLACED or m.placement_error is None else \
-        f"misplaced: {m.placement_error * 100:.1f} cm from the target placement"
+    # the backend measures from the last waypoint (the release point, 2 cm above the rest); report the target's
+    detail = out.reason if m.placement_error is None or reason not in (Reason.OK, Reason.MISPLACED, Reason.TOPPLED) \
+        else f"{reason.value}: {m.placement_error * 100:.1f} cm from the target placement"
     return Episode("trajectory", prep.seed, record.id, noise_px, mode, ok, reason.value, detail, m.to_dict(),
                    time.perf_counter() - t0, snap)
 

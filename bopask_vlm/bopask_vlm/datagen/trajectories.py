@@ -25,7 +25,7 @@ GOAL_BIAS = 0.1
 SUPPORT_TOL = 0.003  # faces whose vertices lie within this of B's top belong to its top
 SUPPORT_TILT_DEG = 10.0  # ... and whose normal is at most this far from straight up
 SUPPORT_MARGIN = 0.01  # A's centre of mass stays at least this far inside B's flat top
-SUPPORT_TIP_DEG = 15.0  # ... and far enough that A tilted by this much still has it over the top
+SUPPORT_TIP_DEG = 25.0  # ... and far enough that A tilted by this much still has it over the top (a tall A dropped 2 cm rocks)
 SUPPORT_MIN_COVER = 0.6  # B's top carries at least this share of A's flat bottom (a long A rocks off a small B)
 
 
