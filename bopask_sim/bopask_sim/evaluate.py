@@ -33,6 +33,7 @@ from bopask_vlm.geometry import transform_points
 
 GRASPS_PER_SCENE = 4
 TRAJECTORIES_PER_SCENE = 4
+SETUP_GRASPS = 4  # datagen grasps of A tried, best first, until one is reachable (a carry's setup)
 PLACE_LIFT = 0.02  # datagen places A this far above B (trajectories.LIFT); it rests that much lower
 
 
@@ -170,7 +171,7 @@ def placement_target(prep: PreparedScene, record: Any) -> NDArray[np.float64]:
 
 def trajectory_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline: TaskPipeline | None, record: Any,
                        noise_px: float = 0.0, snapshot: bool = False) -> Episode:
-    """Grasp A (the datagen's top grasp of A), then carry it: the client's path through the pipeline, or the
+    """Grasp A (the datagen's top grasp of A; the next ones when the arm cannot reach it), then carry it: the client's path through the pipeline, or the
     datagen's 3D path directly (``pipeline`` None)."""
     t0 = time.perf_counter()
     mode = "pipeline" if pipeline is not None else "direct"
@@ -184,9 +185,14 @@ def trajectory_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline:
 
     if grec is None:
         return fail(Reason.GRASP_FAILED, "the datagen has no grasp of the object to carry")
-    prep.world.reset()
-    backend.held = None
-    setup = backend.grasp(prep.frame.T_base_camera @ np.asarray(grec.gt["T_cam_gripper"], float))
+    # the setup is not what is measured: the datagen's next grasps of A when its top one fails (out of reach, slipped)
+    setup = None
+    for T_cam in [grec.gt["T_cam_gripper"], *grec.gt.get("grasps_T_cam_gripper", [])[1:SETUP_GRASPS]]:
+        prep.world.reset()
+        backend.held = None
+        setup = backend.grasp(prep.frame.T_base_camera @ np.asarray(T_cam, float))
+        if backend.held == a:
+            break
     if backend.held != a:
         return fail(Reason.GRASP_FAILED, f"setup grasp of A: {setup.reason}")
     res = None
