@@ -336,6 +336,15 @@ def select_records(scenes: list[PreparedScene], task: Task, n: int, per_scene: i
     return out
 
 
+def _select_from_prefix(scenes: list[PreparedScene], task: Task, n: int, per_scene: int) -> list[tuple[PreparedScene, Any]]:
+    """:func:`select_records` over the shortest prefix of ``scenes`` that holds ``n`` records (else all)."""
+    for k in range(1, len(scenes) + 1):
+        got = select_records(scenes[:k], task, n, per_scene)
+        if len(got) >= n:
+            return got
+    return select_records(scenes, task, n, per_scene)
+
+
 def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] = (0.0,), out_dir: str | Path,
              tasks: Sequence[str] = ("grasp", "trajectory"), scenes: int | None = None, first_seed: int = 0,
              num_objects: int = 5, direct: bool | None = None, snapshots: int = 4, progress: bool = True,
@@ -376,7 +385,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
             errors.append(f"scene {seed}: {type(e).__name__}: {e}")
         seed += 1
     t_prep = time.perf_counter() - t_all
-    jobs = {t: select_records(prepared, t, n, per[t]) for t, n in need.items() if n}
+    # each task from the fewest scenes that hold its episodes: scenes added for one task leave the others' sample
+    jobs = {t: _select_from_prefix(prepared, t, n, per[t]) for t, n in need.items() if n}
     backends = {id(s): SimMotionBackend(s.world) for s in prepared}
     eps: list[Episode] = []
     total = sum(len(v) for v in jobs.values()) * (len(noise_levels) + (1 if direct else 0))
