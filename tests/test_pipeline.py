@@ -88,14 +88,15 @@ def test_base_frame_points_are_on_or_above_the_table(bagdata):
     recs = sorted((r for r in bagdata.records if r.task == Task.TRAJECTORY), key=lambda r: -len(r.answer_text))
     res = pipe.run(_frame(bagdata, recs[0]), _goal(recs[0]))
     assert res.ok, res.reason
-    # the start lies on the table under A, inner waypoints on the table plane raised by waypoint_height,
-    # the end on B's visible surface (above the table)
+    # the start lies on the table under A, the lift-off 2 cm straight above it, the other inner waypoints
+    # carried at least waypoint_height up, the end 2 cm above B's top (the datagen's convention, inverted)
     assert res.points_base[0, 2] == pytest.approx(pipe.start_height, abs=0.01)
-    assert np.allclose(res.points_base[1:-1, 2], 0.07, atol=0.01)
-    assert res.points_base[-1, 2] > 0.0
     path = np.asarray(recs[0].gt["path_cam"]) @ res.T_base_cam[:3, :3].T + res.T_base_cam[:3, 3]
+    assert np.linalg.norm(res.points_base[1] - path[1]) < 0.01
+    assert np.all(res.points_base[2:-1, 2] >= 0.07 - 0.01)
+    assert res.points_base[-1, 2] > 0.0
     assert np.linalg.norm(res.points_base[0] - path[0]) < 0.02  # A's base point, recovered
-    assert np.linalg.norm(res.points_base[-1] - path[-1]) < 0.1  # the placement at B
+    assert np.linalg.norm(res.points_base[-1] - path[-1]) < 0.02  # the placement on B (was 0.1: B's surface)
 
 
 def test_table_plane_from_tf_matches_the_fitted_plane(bagdata):

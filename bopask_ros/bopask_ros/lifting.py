@@ -325,6 +325,58 @@ class DepthLifter:
                     reasons[i] = f"{prefix}ray does not meet the support plane (+{h[i]:.3f} m) in front of the camera"
         return LiftedPoints(points, valid, rules, reasons)
 
+    def lift_onto_surface(self, pixels: ArrayLike, clearance: float, max_height: float = 0.4,
+                          step: float = 0.002) -> LiftedPoints:
+        """Lift pixels of points held ``clearance`` metres above a seen surface (a placement answered as the
+        point just above its support, e.g. the datagen's A released ``LIFT`` above B's top).
+
+        Each pixel's ray is walked away from the camera, from ``max_height`` above the support plane down to
+        ``clearance``; the answer is the first point ``X`` whose foot ``X - clearance * normal`` reaches the
+        surface seen there (the patch statistic of :meth:`patch_depth`, front layer, at the foot's pixel). A
+        camera looking down sees nothing above the foot beyond it, so this is the highest support under
+        the ray: B's top when the ray passes over B, the table otherwise. Feet occluded from the camera at
+        the start of the walk are skipped until they come into view. Rule ``DEPTH``; ``NONE`` with a reason
+        where no foot ever meets a seen surface (every foot outside the image or in a depth hole)."""
+        uv = self._checked_pixels(pixels)
+        n = uv.shape[0]
+        plane = self.support_plane()
+        rays = self.camera.rays(uv)
+        hs = np.arange(float(max_height), float(clearance) - 1e-9, -abs(float(step)))
+        if hs.size == 0 or hs[-1] > clearance + 1e-9:
+            hs = np.append(hs, float(clearance))
+        points = np.full((n, 3), np.nan)
+        valid = np.zeros(n, dtype=bool)
+        rules = [LiftRule.NONE] * n
+        reasons = [""] * n
+        for i in range(n):
+            X = _intersect_plane(plane, np.repeat(rays[i:i + 1], hs.size, axis=0), hs)  # (H, 3), NaN off-plane
+            feet = X - clearance * plane.normal
+            pix = self.camera.project(feet)
+            inside = (np.isfinite(X).all(axis=1) & np.isfinite(pix).all(axis=1) & (pix[:, 0] >= -0.5)
+                      & (pix[:, 1] >= -0.5) & (pix[:, 0] < self.camera.width - 0.5)
+                      & (pix[:, 1] < self.camera.height - 0.5))
+            gap = np.full(hs.size, np.nan)  # seen depth minus the foot's depth: > 0 the foot is in free space
+            if np.any(inside):
+                pd = self._patch_depth(pix[inside])
+                gap[inside] = np.where(pd.valid, pd.z - feet[inside, 2], np.nan)
+            free = gap > 1e-3  # a foot within 1 mm of the seen surface touches it (the table under the last foot)
+            seen_free = np.maximum.accumulate(free)  # skip feet occluded before the first free one
+            touch = np.flatnonzero(seen_free & (gap <= 1e-3))
+            if touch.size == 0:
+                reasons[i] = "no seen surface under the ray" if np.any(free) else "the ray's feet have no depth"
+                continue
+            k = int(touch[0])
+            j = k - 1  # the last free foot before the touch (exists: seen_free needs one); interpolate the crossing
+            while j > 0 and not np.isfinite(gap[j]):
+                j -= 1
+            g0, g1 = float(gap[j]), float(gap[k])
+            t = min(1.0, g0 / (g0 - g1)) if g0 - g1 > 1e-12 else 1.0
+            points[i] = X[j] + t * (X[k] - X[j])
+            valid[i] = True
+            rules[i] = LiftRule.DEPTH
+            reasons[i] = f"{clearance:.3f} m above the seen surface at height {hs[j] + t * (hs[k] - hs[j]) - clearance:.3f} m"
+        return LiftedPoints(points, valid, rules, reasons)
+
     # -- helpers --------------------------------------------------------------------------------
     def _checked_pixels(self, pixels: ArrayLike) -> NDArray[np.float64]:
         uv = _as_pixels(pixels)

@@ -3,7 +3,7 @@
 Stages: snapshot -> query (VLM client) -> validate (finite, inside the image) -> lift (DepthLifter;
 depth patch for rearrangement points; cuboid corners by table geometry, see :func:`_lift_cuboid`
 (hidden corners have no depth of their own); the support plane raised by ``waypoint_height`` for
-trajectory waypoints, the start on the table, the end on B's surface; ``fit_grasp`` for grasps) -> transform (TF at
+trajectory waypoints, the start on the table, the end above the highest seen surface under its ray; ``fit_grasp`` for grasps) -> transform (TF at
 the image stamp into ``base_frame``) -> safety (optional :class:`SafetyEnvelope`) -> plan (optional
 :class:`Planner`). :meth:`TaskPipeline.run` never raises for bad model output, missing depth, missing
 TF or a failed check: it returns a :class:`ResultStatus` and a reason. A target that fails a check is
@@ -150,18 +150,22 @@ class TaskPipeline:
     ``tf_buffer``: a :class:`bopask_ros.tf_buffer.TransformBuffer`; ``safety``: a
     :class:`bopask_ros.safety.SafetyEnvelope` or None; ``planner``: a :class:`Planner` or None.
 
-    ``waypoint_height``: height above the table (metres) at which trajectory waypoints are lifted;
+    ``waypoint_height``: the lowest carrying height above the table (metres) of a path's inner waypoints
+    (see :meth:`_lift_path`);
     ``start_height``: height of a path's first waypoint (where A rests) above the table; None: just high
     enough that the finger tips, which reach ``FINGER_TIP_Z - GRASP_DEPTH`` below the grasp point, clear the
     table by the safety envelope's ``min_height_above_table`` (+1 mm);
     ``table_height``: the table top's height in ``base_frame`` when the robot knows it (the support
     plane then comes from TF instead of a RANSAC fit of each frame's depth; None: fit it);
+    ``place_clearance``: how far above its support the last waypoint of a path stands (the datagen's
+    ``trajectories.LIFT``: A is released that much above B);
     ``lifter_kwargs``: passed to :class:`bopask_ros.lifting.DepthLifter`.
     """
 
     def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
                  planner: Planner | None = None, *, waypoint_height: float = 0.12, table_height: float | None = None,
-                 lifter_kwargs: dict[str, Any] | None = None, start_height: float | None = None) -> None:
+                 lifter_kwargs: dict[str, Any] | None = None, start_height: float | None = None,
+                 place_clearance: float = 0.02) -> None:
         self.client = client
         self.tf_buffer = tf_buffer
         self.base_frame = base_frame
@@ -174,6 +178,7 @@ class TaskPipeline:
             clearance = float(getattr(safety, "min_height_above_table", 0.005))
             start_height = (FINGER_TIP_Z - GRASP_DEPTH) + clearance + 0.001
         self.start_height = float(start_height)
+        self.place_clearance = float(place_clearance)
         self.table_height = None if table_height is None else float(table_height)
         self.lifter_kwargs = dict(lifter_kwargs or {})
         self._lifter_key: tuple[int, float] | None = None
@@ -382,26 +387,77 @@ class TaskPipeline:
             raise _Stop(ResultStatus.LIFT_FAILED, f"points {bad.tolist()} have no 3D position ({why})")
 
     def _lift_path(self, lifter: Any, pts: NDArray[np.float64]) -> Any:
-        """Lift a pick-and-place path of object A's base point (the datagen's convention): the first
-        waypoint where A's base rests, ``start_height`` above the table, the last on the visible surface at B (the placement
-        on B) where depth is trustworthy, and the waypoints between on the support plane raised by
-        ``waypoint_height`` (the carrying height, unknown from one image)."""
-        from bopask_ros.lifting import LiftRule
+        """Lift a pick-and-place path of object A's base point, inverting the datagen's convention
+        (:mod:`bopask_vlm.datagen.trajectories`: the bottom centre of A's box at rest on the table, the same
+        point lifted ``LIFT`` straight up, the planner's free-space points, and the placement ``LIFT`` above
+        the top centre of B's box).
+
+        - first waypoint: where its ray meets the support plane (A's base at rest; exact for a point on the
+          table), raised ``start_height`` along the normal (not 0: the finger tips reach below the grasp point);
+        - last waypoint: ``place_clearance`` above the highest seen surface under its ray
+          (:meth:`bopask_ros.lifting.DepthLifter.lift_onto_surface`): B's top when the ray passes over B;
+        - second waypoint (paths of 3+ points): the point of its ray nearest to the vertical through the
+          start (the lift-off), kept when its height is between the start's and the carrying height;
+        - the waypoints between: on their rays at heights interpolated between the lift-off and the
+          placement by the answer's 2D arc length, never below ``waypoint_height`` (the carrying height:
+          one image cannot tell how high the planner's free-space points were; the ray fixes the rest).
+        """
+        from bopask_ros.lifting import LiftedPoints, LiftRule
 
         n = len(pts)
-        heights = np.full(n, self.waypoint_height)
-        heights[0] = self.start_height  # not 0: the finger tips reach below the grasp point
-        lp = lifter.lift(pts, mode="free", height=heights)
-        if n > 1:
-            end = lifter.lift(pts[-1:], mode="surface")
-            plane = lifter.support_plane()
-            # on B only when the surface there stands above the table (else the pixel sees the table beside B)
-            if end.valid[0] and float(plane.signed_distance(end.points[0])[0]) > 0.01:
-                lp.points[-1] = end.points[0]
-                lp.valid[-1] = True
-                lp.rules[-1] = LiftRule.DEPTH
-                lp.reasons[-1] = "placement on the visible surface at B"
-        return lp
+        plane = lifter.support_plane()
+        nrm = np.asarray(plane.normal, dtype=np.float64)
+        rays = lifter.camera.rays(pts)
+
+        def at_height(i: int, h: float) -> NDArray[np.float64]:
+            denom = float(rays[i] @ nrm)
+            s = (h - plane.offset) / denom if abs(denom) > 1e-9 else np.nan
+            return rays[i] * s if np.isfinite(s) and s > 0 else np.full(3, np.nan)
+
+        points = np.full((n, 3), np.nan)
+        rules = [LiftRule.PLANE] * n
+        reasons = [""] * n
+        rest = at_height(0, 0.0)
+        points[0] = rest + self.start_height * nrm
+        reasons[0] = f"A at rest: the ray on the support plane, raised {self.start_height:.3f} m"
+        if n == 1:
+            return LiftedPoints(points, np.isfinite(points).all(axis=1), rules, reasons)
+        end = lifter.lift_onto_surface(pts[-1:], self.place_clearance)
+        points[-1] = end.points[0]
+        rules[-1] = end.rules[0]
+        reasons[-1] = f"placement: {end.reasons[0]}"
+        if n > 2 and np.isfinite(rest).all() and end.valid[0]:
+            h_end = float(plane.signed_distance(end.points[0])[0])
+            # the lift-off: the point of ray 1 nearest to the vertical through the rest point
+            r = rays[1]
+            A = np.array([[r @ r, -(r @ nrm)], [r @ nrm, -1.0]])
+            try:
+                t, h1 = np.linalg.solve(A, np.array([r @ rest, nrm @ rest]))
+            except np.linalg.LinAlgError:
+                t, h1 = -1.0, np.nan
+            carry = max(self.waypoint_height, h_end)
+            if t > 0 and self.start_height <= h1 <= carry:
+                points[1] = t * r
+                reasons[1] = f"lift-off above the start, height {h1:.3f} m"
+                first_mid = 2
+            else:
+                h1 = self.start_height
+                first_mid = 1
+            seg = np.linalg.norm(np.diff(pts[first_mid - 1:], axis=0), axis=1)
+            frac = np.cumsum(seg) / max(float(seg.sum()), 1e-9)
+            for k, i in enumerate(range(first_mid, n - 1)):
+                h = max(self.waypoint_height, h1 + (h_end - h1) * float(frac[k]))
+                points[i] = at_height(i, h)
+                reasons[i] = f"carried on the ray at height {h:.3f} m"
+        elif n > 2:
+            for i in range(1, n - 1):
+                points[i] = at_height(i, self.waypoint_height)
+                reasons[i] = f"on the support plane at height {self.waypoint_height:.3f} m"
+        valid = np.isfinite(points).all(axis=1)
+        for i in np.flatnonzero(~valid):
+            rules[i] = LiftRule.NONE
+            reasons[i] = reasons[i] or "the ray does not meet the plane in front of the camera"
+        return LiftedPoints(points, valid, rules, reasons)
 
     def _transform(self, frame: Frame, result: PipelineResult) -> None:
         T = self._lookup(frame, result)

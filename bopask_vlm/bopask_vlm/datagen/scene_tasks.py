@@ -30,7 +30,7 @@ from bopask_vlm.records import ObjectRef, QARecord
 @dataclass
 class Options:
     min_visib: float = 0.3
-    max_pairs: int = 4  # trajectory pairs planned per scene
+    max_pairs: int = 4  # trajectory pairs planned per scene (among those whose B can hold A)
     spatial_per_frame: int = 4
     depth_per_frame: int = 2
     tasks: tuple[str, ...] = tuple(t.value for t in Task)
@@ -126,7 +126,11 @@ def scene_geometry(sc: BopScene, im_ids: list[int], rng: np.random.Generator, op
         cm = CollisionWorld(table_top)
         for i, h in enumerate(hulls):
             cm.add(str(i), h.shape, h.T)
-        pairs = [(a, b) for a in range(len(mgs)) for b in range(len(mgs)) if a != b]
+        # only onto a B whose flat top holds A (A released on a ball, a cone or a handle falls off)
+        verts = [mg.collision_vertices @ T[:3, :3].T + T[:3, 3] for mg, T in zip(mgs, Ts)]
+        pairs = [(a, b) for a in range(len(mgs)) for b in range(len(mgs))
+                 if a != b and trajectories.can_support(verts[b], mgs[b].collision_faces, verts[a], mgs[a].collision_faces,
+                                                        hulls[a], hulls[b].bounds)]
         order = rng.permutation(len(pairs))
         for k in order[: opts.max_pairs]:
             t = trajectories.plan_move(*pairs[k], hulls, cm, rng)

@@ -1,4 +1,5 @@
-"""Trajectories moving object A onto object B: an RRT in 3D (translation of A; goal bias 0.1) from A lifted
+"""Trajectories moving object A onto object B: only where B's top offers A a flat, big-enough support
+(:func:`supports`: the flat faces at B's top and at A's bottom both hold A's centre of mass with a margin), an RRT in 3D (translation of A; goal bias 0.1) from A lifted
 off the table to a placement resting on B, every state and edge collision-checked with A's convex hull grown
 by ``CLEARANCE`` against the other objects' hulls and the table (python-fcl, shapes placed by pose:
 :mod:`bopask_vlm.datagen.collision`), then shortened with Ramer-Douglas-Peucker and re-checked.
@@ -21,6 +22,11 @@ from bopask_vlm.datagen.collision import TABLE, CollisionWorld, Placed
 LIFT = 0.02  # A is lifted this much before moving, and placed this much above B
 CLEARANCE = 0.004  # A's hull is grown this much for the checks (the world is fitted from depth: mm off)
 GOAL_BIAS = 0.1
+SUPPORT_TOL = 0.003  # faces whose vertices lie within this of B's top belong to its top
+SUPPORT_TILT_DEG = 10.0  # ... and whose normal is at most this far from straight up
+SUPPORT_MARGIN = 0.01  # A's centre of mass stays at least this far inside B's flat top
+SUPPORT_TIP_DEG = 25.0  # ... and far enough that A tilted by this much still has it over the top (a tall A dropped 2 cm rocks)
+SUPPORT_MIN_COVER = 0.6  # B's top carries at least this share of A's flat bottom (a long A rocks off a small B)
 
 
 @dataclass
@@ -29,6 +35,83 @@ class Trajectory:
     b: int
     path_world: NDArray[np.float64]  # (N, 3) positions of A's reference point; first = A, last = placement
     placement_world: NDArray[np.float64]  # (3,)
+
+
+def flat_face_points(vertices: NDArray[np.float64], faces: NDArray[np.int64], side: str = "top",
+                     tol: float = SUPPORT_TOL, max_tilt_deg: float = SUPPORT_TILT_DEG) -> NDArray[np.float64]:
+    """The xy corners of a mesh's flat top (``side="top"``: faces facing up within ``max_tilt_deg`` whose
+    vertices lie within ``tol`` of its highest point) or flat bottom (``"bottom"``: facing down, at its lowest
+    point); ``vertices`` at the world pose (z up). None for a ball's or a cone's apex; a thin strip for the
+    rim of a handle."""
+    V = np.asarray(vertices, float)
+    F = np.asarray(faces, np.int64).reshape(-1, 3)
+    if side not in ("top", "bottom"):
+        raise ValueError(f"side must be 'top' or 'bottom', got {side!r}")
+    if not len(V) or not len(F):
+        return np.zeros((0, 2))
+    sgn = 1.0 if side == "top" else -1.0
+    tri = V[F]  # (F, 3, 3)
+    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    ln = np.linalg.norm(nrm, axis=1)
+    facing = np.zeros(len(F), bool)
+    ok = ln > 1e-12
+    facing[ok] = sgn * nrm[ok, 2] / ln[ok] >= np.cos(np.radians(max_tilt_deg))
+    z = sgn * tri[:, :, 2]
+    sel = facing & (z.min(axis=1) >= sgn * (V[:, 2].max() if side == "top" else V[:, 2].min()) - tol)
+    return tri[sel, :, :2].reshape(-1, 2)
+
+
+def in_polygon(points: NDArray[np.float64], corners: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """(M,) whether xy points lie in the convex hull of ``corners`` (all False when it has no area)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    P = np.asarray(points, float).reshape(-1, 2)
+    C = np.unique(np.round(np.asarray(corners, float).reshape(-1, 2), 9), axis=0)
+    if len(C) < 3:
+        return np.zeros(len(P), bool)
+    try:
+        return Delaunay(C).find_simplex(P) >= 0
+    except QhullError:  # collinear: a line holds nothing
+        return np.zeros(len(P), bool)
+
+
+def supports(top: NDArray[np.float64], bottom: NDArray[np.float64], com_xy: NDArray[np.float64],
+             com_height: float, margin: float = SUPPORT_MARGIN, tip_deg: float = SUPPORT_TIP_DEG,
+             min_cover: float = SUPPORT_MIN_COVER) -> bool:
+    """Whether B's flat ``top`` holds A's flat ``bottom`` (:func:`flat_face_points`, A's already moved to its
+    placement) with A's centre of mass at ``com_xy``, ``com_height`` above A's bottom: a disc around it of
+    radius ``max(margin, com_height * tan(tip_deg))`` (A pushed or tilted that much on release still has its
+    centre of mass over the contact) lies inside both support polygons, and B's top carries at least
+    ``min_cover`` of A's bottom (sampled on a grid)."""
+    r = max(float(margin), float(com_height) * float(np.tan(np.radians(tip_deg))))
+    ang = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
+    c = np.asarray(com_xy, float).reshape(2)
+    circle = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    disc = np.vstack([c, c + r * circle, c + 0.5 * r * circle])
+    if not (in_polygon(disc, top).all() and in_polygon(disc, bottom).all()):
+        return False
+    B = np.asarray(bottom, float).reshape(-1, 2)
+    lo, hi = B.min(0), B.max(0)
+    g = np.stack(np.meshgrid(*[np.linspace(lo[k], hi[k], 25) for k in range(2)]), axis=-1).reshape(-1, 2)
+    g = g[in_polygon(g, bottom)]
+    return bool(len(g) and in_polygon(g, top).mean() >= min_cover)
+
+
+def can_support(b_vertices: NDArray[np.float64], b_faces: NDArray[np.int64], a_vertices: NDArray[np.float64],
+                a_faces: NDArray[np.int64], a_hull: Placed, b_bounds: NDArray[np.float64]) -> bool:
+    """Whether B (its mesh at its world pose, its world box) can hold A (its mesh and convex hull at their
+    pose) placed as :func:`plan_move` places it: A's box bottom centre on B's box top centre, translated."""
+    import trimesh
+
+    v = a_hull.shape.hull_vertices @ a_hull.T[:3, :3].T + a_hull.T[:3, 3]
+    lo, hi = v.min(0), v.max(0)
+    hull = trimesh.convex.convex_hull(v)
+    com = np.asarray(hull.center_mass if hull.volume > 1e-12 else v.mean(0), float)
+    base = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    blo, bhi = np.asarray(b_bounds, float)
+    shift = np.array([(blo[0] + bhi[0]) / 2, (blo[1] + bhi[1]) / 2]) - base[:2]
+    bottom = flat_face_points(a_vertices, a_faces, "bottom") + shift
+    return supports(flat_face_points(b_vertices, b_faces, "top"), bottom, com[:2] + shift, float(com[2] - base[2]))
 
 
 def rdp(points: NDArray[np.float64], eps: float) -> NDArray[np.float64]:
@@ -141,4 +224,5 @@ def path_collision_free(traj: Trajectory, objects: list[Placed], cm: CollisionWo
     return chk.ok(P[0]) and all(chk.edge_ok(p, q, step) for p, q in zip(P[:-1], P[1:]))
 
 
-__all__ = ["GOAL_BIAS", "LIFT", "TABLE", "Trajectory", "path_collision_free", "plan_move", "rdp"]
+__all__ = ["GOAL_BIAS", "LIFT", "TABLE", "Trajectory", "can_support", "flat_face_points", "in_polygon", "path_collision_free", "plan_move",
+           "rdp", "supports"]
