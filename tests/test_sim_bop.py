@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pybullet  # noqa: F401  (a requirement: a missing install fails here, never skips)
 import pytest
-
-pytest.importorskip("pybullet")
 
 from bopask_sim.bop_export import write_bop_scene
 from bopask_sim.world import SimWorld

@@ -4,9 +4,8 @@ y/z, the non-linear depth buffer; and its placement from the calibration file th
 from __future__ import annotations
 
 import numpy as np
+import pybullet  # noqa: F401  (a requirement: a missing install fails here, never skips)
 import pytest
-
-pytest.importorskip("pybullet")
 
 from bopask_sim.camera import (
     CalibrationError,

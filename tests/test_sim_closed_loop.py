@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pybullet  # noqa: F401  (a requirement: a missing install fails here, never skips)
 import pytest
-
-pytest.importorskip("pybullet")
 
 from bopask_ros.pipeline import Goal, PipelineResult, Planner, ResultStatus
 from bopask_sim.backend import SimMotionBackend

@@ -4,9 +4,8 @@ calibration says the camera looks."""
 from __future__ import annotations
 
 import numpy as np
+import pybullet  # noqa: F401  (a requirement: a missing install fails here, never skips)
 import pytest
-
-pytest.importorskip("pybullet")
 
 from bopask_sim import objects as sim_objects
 from bopask_sim.world import SceneError, SimWorld

@@ -6,9 +6,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pybullet  # noqa: F401  (a requirement: a missing install fails here, never skips)
 import pytest
-
-pytest.importorskip("pybullet")
 
 from bopask_sim.backend import SimMotionBackend
 from bopask_sim.evaluate import prepare_scene, trajectory_episode
