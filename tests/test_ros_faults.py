@@ -22,6 +22,10 @@ pytestmark = [pytest.mark.ros]
 W, H = 160, 120
 BOX_PX = (W / 2, H / 2)  # the top of the box in the middle of the image: 5 cm above the table
 TABLE_PX = (12.0, H / 2)  # bare table at the left edge: behind the robot base
+# The camera publishes at 10 Hz, but on a loaded 2-core CI machine three node processes and this one can
+# stall a frame for over a second (seen once in CI at 1 s: a VLM-unreachable goal ended "frame 1.31 s old").
+# Only test_stale_frame is about frame age, so the limit leaves the others slack.
+MAX_FRAME_AGE_S = 3.0
 
 
 def _rearrangement_json(u: float, v: float) -> str:
@@ -63,7 +67,7 @@ def world(tmp_path_factory):
 def _node_params(world, server: FakeVLMServer, **extra) -> dict:
     return {"tf_source": "calibration", "calibration_file": world["calibration"], "motion_backend": "none",
             "vlm_client": "openai", "vlm_endpoint": server.url, "vlm_retries": 0, "vlm_timeout_s": 2.0,
-            "planning_frame": "world", "max_frame_age_s": 1.0, **extra}
+            "planning_frame": "world", "max_frame_age_s": MAX_FRAME_AGE_S, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +173,7 @@ def test_stale_frame(env):
     cam = env["cam"]
     cam.paused.set()
     try:
-        time.sleep(1.6)  # max_frame_age_s is 1 s
+        time.sleep(MAX_FRAME_AGE_S + 0.6)
         status, st = _run(env, "the mug")
         assert st.code == st.NO_FRAME and "old" in st.reason
     finally:
@@ -281,7 +285,12 @@ def test_sigint_shuts_the_nodes_down_cleanly(env):
     """Ctrl-C: exit code 0 and no traceback, also with a goal waiting on the VLM."""
     run = GoalRun(env["ac"]["queue"], _goal("the slow mug"))
     assert run.accepted()
-    wait_for(lambda: "query" in run.stages, 10, "the slow goal running")
+    try:
+        wait_for(lambda: "query" in run.stages or run.done(), 10, "the slow goal running")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}: stages {run.stages}, VLM requests {env['server'].requests[-3:]}\n"
+                             f"{env['nodes']['queue'].output()[-3000:]}") from e
+    assert not run.done(), run.result()[1].status
     for name, proc in env["nodes"].items():
         rc = proc.interrupt()
         out = proc.output()

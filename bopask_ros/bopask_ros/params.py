@@ -59,7 +59,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("calibration.translation", [0.0, 0.0, 0.0], "calibration without a file: x y z (m)"),
     ParamSpec("calibration.rotation", [0.0, 0.0, 0.0, 1.0], "calibration without a file: qx qy qz qw"),
     ParamSpec("patch_radius", 3, "half size of the depth patch read around each point (pixels)"),
-    ParamSpec("waypoint_height", 0.12, "carrying height of trajectory waypoints above the table (m)"),
+    ParamSpec("waypoint_height", 0.16, "carrying height of trajectory waypoints above the table (m)"),
     # goals
     ParamSpec("busy_policy", "reject", "a goal arriving while another runs is rejected or queued",
               ("reject", "queue")),

@@ -163,7 +163,7 @@ class TaskPipeline:
     """
 
     def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
-                 planner: Planner | None = None, *, waypoint_height: float = 0.12, table_height: float | None = None,
+                 planner: Planner | None = None, *, waypoint_height: float = 0.16, table_height: float | None = None,
                  lifter_kwargs: dict[str, Any] | None = None, start_height: float | None = None,
                  place_clearance: float = 0.02) -> None:
         self.client = client

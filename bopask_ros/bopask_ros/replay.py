@@ -135,7 +135,7 @@ def score_3d(record: Any, result: PipelineResult, scene: SceneGT | None, T_base_
 
 def replay_bag(bag: str | Path | BagData, client: Any, *, out_dir: str | Path | None = None, safety: Any = None,
                planner: Any = None, base_frame: str | None = None, scene_dir: str | Path | None = None,
-               waypoint_height: float = 0.12, progress: bool = False, overlays: int = 12,
+               waypoint_height: float = 0.16, progress: bool = False, overlays: int = 12,
                on_result: Callable[[Any, PipelineResult], None] | None = None) -> ReplayReport:
     """Replay every QA record of the bag's images through the pipeline and score the results.
 

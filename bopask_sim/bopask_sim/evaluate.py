@@ -37,7 +37,7 @@ SETUP_GRASPS = 4  # datagen grasps of A tried, best first, until one is reachabl
 PLACE_LIFT = 0.02
 #: lowest carrying height of a path's inner waypoints (the pipeline's ``waypoint_height``): one image cannot tell
 #: how high the datagen's planner carried A; measured over the 40 oracle paths at 0 px: 0.0 m -> 42 %,
-#: 0.12 m (the node's default) -> 82 %, 0.16 m -> 98 % (clears the catalogue's 9-12 cm neighbours with A below)
+#: 0.12 m -> 82 %, 0.16 m -> 98 % (clears the catalogue's 9-12 cm neighbours with A below; the node's default)
 CARRY_HEIGHT = 0.16  # datagen places A this far above B (trajectories.LIFT); it rests that much lower
 
 
