@@ -153,9 +153,9 @@ def render(client: int, camera: CameraModel, T_world_optical: NDArray[np.float64
 
 def realsense_depth(ideal_m: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
     """The synthetic scenes' RealSense-like noise, edge dropout and holes, as metres with NaN for no reading."""
-    from bopask_vlm.datagen.synthetic import _add_depth_noise  # one noise model for the data and the simulator
+    from bopask_vlm.datagen.synthetic import add_depth_noise  # one noise model for the data and the simulator
 
-    d = _add_depth_noise(np.asarray(ideal_m, np.float32), rng)
+    d = add_depth_noise(np.asarray(ideal_m, np.float32), rng)
     # the driver publishes 16UC1 millimetres: quantise like it does
     d = np.rint(d * 1000.0) / 1000.0
     out = d.astype(np.float32)

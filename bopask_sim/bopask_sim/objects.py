@@ -77,4 +77,4 @@ def object_mesh(obj: SimObject) -> Any:
     """The object's trimesh in its model frame (metres, bounding box centred on the origin); a copy."""
     if obj.source == "pybullet_data":
         return _pybullet_mesh(obj.obj_id).copy()
-    return synthetic._mesh(obj.entry)  # the synthetic scenes' own meshes (boxes, cylinders, ..., the real can)
+    return synthetic.object_mesh(obj.entry)  # the synthetic scenes' own meshes (boxes, cylinders, ..., the real can)

@@ -159,7 +159,7 @@ class SimWorld:
         picks = [cat[int(i)] for i in self.rng.choice(len(cat), size=n, replace=False)]
         meshes = {o.obj_id: object_mesh(o) for o in picks}
         # the synthetic scenes' placement: stable faces, random yaw, footprints apart (their code, our seed)
-        poses = synthetic._place_objects([o.entry for o in picks], meshes, self.rng, area=OBJECT_AREA, gap=0.02)
+        poses = synthetic.place_objects([o.entry for o in picks], meshes, self.rng, area=OBJECT_AREA, gap=0.02)
         for obj, T in zip(picks, poses):
             mesh = meshes[obj.obj_id]
             col, vis = self._shapes(obj, mesh)

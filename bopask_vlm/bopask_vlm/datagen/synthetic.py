@@ -71,7 +71,7 @@ def catalog(use_real_mesh: bool = True) -> list[CatalogObject]:
     return out
 
 
-def _mesh(obj: CatalogObject) -> Any:
+def object_mesh(obj: CatalogObject) -> Any:
     """Trimesh of an object in its model frame (metres, centred on its bounding box)."""
     import trimesh
 
@@ -98,7 +98,7 @@ def write_models(models_dir: Path, objects: list[CatalogObject]) -> dict[int, An
     models_dir.mkdir(parents=True, exist_ok=True)
     meshes, info = {}, {}
     for obj in objects:
-        m = _mesh(obj)
+        m = object_mesh(obj)
         meshes[obj.obj_id] = m
         lo, hi = m.bounds * 1000.0
         size = hi - lo
@@ -140,8 +140,8 @@ def _stable_rotation(obj: CatalogObject, rng: np.random.Generator) -> NDArray[np
     return _rot_z(float(rng.uniform(-np.pi, np.pi))) @ R
 
 
-def _place_objects(objs: list[CatalogObject], meshes: dict[int, Any], rng: np.random.Generator,
-                   area: float = 0.42, gap: float = 0.015) -> list[NDArray[np.float64]]:
+def place_objects(objs: list[CatalogObject], meshes: dict[int, Any], rng: np.random.Generator,
+                  area: float = 0.42, gap: float = 0.015) -> list[NDArray[np.float64]]:
     """World poses of the objects: resting on z = 0, footprints (circles) not overlapping."""
     poses: list[NDArray[np.float64]] = []
     placed: list[tuple[float, float, float]] = []
@@ -209,7 +209,7 @@ def _table_texture(pw: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.clip(base[None] * (0.85 + 0.2 * grain[:, None]) + checker[:, None], 0, 1)
 
 
-def _add_depth_noise(depth: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+def add_depth_noise(depth: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
     """RealSense-like: sigma ~ 1 mm + 2.5 mm * z^2, dropout along depth edges, random hole blobs."""
     d = depth.copy()
     valid = np.isfinite(d) & (d > 0)
@@ -260,7 +260,7 @@ def make_scene(out_dir: str | Path, seed: int = 0, num_objects: int = 5, num_fra
     while len(ids) < num_objects:
         ids.append(ids[len(ids) % k])
     objs = [by_id[i] for i in ids]
-    poses_w = _place_objects(objs, meshes, rng)
+    poses_w = place_objects(objs, meshes, rng)
     cams_w = _camera_poses(num_frames, rng)
     K = intrinsics(width, height)
 
@@ -315,7 +315,7 @@ def make_scene(out_dir: str | Path, seed: int = 0, num_objects: int = 5, num_fra
         depth = np.where(hit, t_hit, 0).astype(np.float32).reshape(height, width)
         depth[~hit.reshape(height, width)] = 0
         if noise:
-            depth = _add_depth_noise(depth, rng)
+            depth = add_depth_noise(depth, rng)
         depth_mm = np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16)
         cv2.imwrite(str(sdir / "rgb" / f"{im_id:06d}.png"), rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
         cv2.imwrite(str(sdir / "depth" / f"{im_id:06d}.png"), depth_mm, [cv2.IMWRITE_PNG_COMPRESSION, 1])
