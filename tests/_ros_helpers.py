@@ -69,10 +69,10 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def interrupt(self, timeout_s: float = 20.0) -> int:
-        """SIGINT (Ctrl-C) and wait; the exit code."""
+    def interrupt(self, timeout_s: float = 20.0, sig: signal.Signals = signal.SIGINT) -> int:
+        """SIGINT (Ctrl-C), or ``sig``, and wait; the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout_s)
         finally:

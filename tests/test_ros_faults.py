@@ -10,6 +10,7 @@ is an analytic tabletop (a box on a table) with a known camera pose given as a f
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import numpy as np
@@ -282,7 +283,10 @@ def test_bag_loop_under_sim_time_goals_use_the_new_pass_not_the_last_frame_of_th
 
 
 def test_sigint_shuts_the_nodes_down_cleanly(env):
-    """Ctrl-C: exit code 0 and no traceback, also with a goal waiting on the VLM."""
+    """Ctrl-C (SIGINT; SIGTERM for the others, as ``ros2 launch`` escalates): exit code 0 and no traceback; the
+    goal waiting on the VLM ends ABORTED with the reason, its result sent before the node goes."""
+    from action_msgs.msg import GoalStatus
+
     run = GoalRun(env["ac"]["queue"], _goal("the slow mug"))
     assert run.accepted()
     try:
@@ -291,8 +295,15 @@ def test_sigint_shuts_the_nodes_down_cleanly(env):
         raise AssertionError(f"{e}: stages {run.stages}, VLM requests {env['server'].requests[-3:]}\n"
                              f"{env['nodes']['queue'].output()[-3000:]}") from e
     assert not run.done(), run.result()[1].status
-    for name, proc in env["nodes"].items():
-        rc = proc.interrupt()
+    for name, proc in sorted(env["nodes"].items(), key=lambda kv: kv[0] != "queue"):  # the busy node first
+        sig = signal.SIGINT if name in ("queue", "sim") else signal.SIGTERM
+        rc = proc.interrupt(sig=sig)
         out = proc.output()
-        assert rc == 0, f"{name}: exit {rc}\n{out}"
-        assert "Traceback" not in out, out
+        assert rc == 0, f"{name} ({sig.name}): exit {rc}\n{out}"
+        assert "Traceback" not in out and "never retrieved" not in out, out
+        if name == "queue":
+            status, result = run.result(timeout_s=10)
+            assert status == GoalStatus.STATUS_ABORTED, (status, result.status.reason)
+            assert result.status.code == result.status.VLM_ERROR, result.status
+            assert "shutting down" in result.status.reason, result.status.reason
+            assert "ending 1 goal(s) in flight" in out, out

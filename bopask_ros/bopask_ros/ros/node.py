@@ -39,9 +39,10 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from bopask_ros.camera_sync import CameraSync
 from bopask_ros.conversions import (
@@ -57,6 +58,8 @@ from bopask_ros.goal_gate import GoalGate
 from bopask_ros.markers import result_markers
 from bopask_ros.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
+from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
+from bopask_ros.stop_signals import StopSignals
 from bopask_ros.tf_buffer import ExtrapolationError, FrameNotFoundError, TransformError
 from bopask_vlm.answers import Task
 from bopask_vlm.clients import VLMError
@@ -147,6 +150,9 @@ class CalibrationTF:
 
 
 # -- the VLM -----------------------------------------------------------------------------------------
+SHUTTING_DOWN = "the node is shutting down"
+
+
 class VLMCanceled(VLMError):
     """The goal was canceled while its VLM request was in flight."""
 
@@ -161,6 +167,7 @@ class CancellableClient:
         self.poll_s = float(poll_s)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlm")
         self._local = threading.local()
+        self._closed = threading.Event()
 
     def set_cancel(self, canceled: Callable[[], bool] | None) -> None:
         """The cancel flag of the goal running on this thread (None: none)."""
@@ -168,17 +175,29 @@ class CancellableClient:
 
     def ask(self, request: Any) -> Any:
         canceled = getattr(self._local, "canceled", None)
+        if self._closed.is_set():
+            raise VLMError(SHUTTING_DOWN)
         if canceled is None:
             return self.client.ask(request)
-        fut = self._pool.submit(self.client.ask, request)
+        try:
+            fut = self._pool.submit(self.client.ask, request)
+        except RuntimeError:  # shut down between the check and the submit
+            raise VLMError(SHUTTING_DOWN) from None
         while True:
             try:
                 return fut.result(timeout=self.poll_s)
             except concurrent.futures.TimeoutError:
                 if canceled():
                     raise VLMCanceled("canceled while waiting for the VLM answer") from None
+                if self._closed.is_set():
+                    raise VLMError(SHUTTING_DOWN) from None
+            except concurrent.futures.CancelledError:  # queued in the pool when it shut down
+                raise VLMError(SHUTTING_DOWN) from None
 
     def shutdown(self) -> None:
+        """Stop: requests waiting (or asked from now on) end with :data:`SHUTTING_DOWN`; the worker threads
+        are not joined (a request in flight is dropped when it returns)."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -232,6 +251,8 @@ class BopaskNode(Node):
         self._bound: dict[bytes, int] = {}  # goal id -> ticket
         self._tickets_lock = threading.Lock()
         self._running_goal: bytes | None = None
+        self._active_goals = 0  # execute callbacks running (under _tickets_lock)
+        self._closed = False
         self._warned_distortion = False
         self.tf = self._make_tf()
         self.records = RecordIndex(self.params["oracle_records"]) if self.params["vlm_client"] == "oracle" else None
@@ -447,6 +468,7 @@ class BopaskNode(Node):
         gid = bytes(goal_handle.goal_id.uuid)
         with self._tickets_lock:
             ticket = self._bound.pop(gid, None)
+            self._active_goals += 1
         if ticket is None or not self.gate.holds(ticket):  # never bound, or expired: ask again
             ticket = self.gate.admit()[0]
             if ticket is not None:
@@ -527,9 +549,21 @@ class BopaskNode(Node):
                 self._running_goal = None
             if ticket is not None:
                 self.gate.release(ticket)
+            with self._tickets_lock:
+                self._active_goals -= 1
+
+    @property
+    def active_goals(self) -> int:
+        """Goals whose execute callback is running (waiting in the queue included)."""
+        with self._tickets_lock:
+            return self._active_goals
 
     def close(self) -> None:
-        """Release what the node holds outside ROS (the VLM worker threads, a simulator)."""
+        """Release what the node holds outside ROS (the VLM worker threads, a simulator); goals waiting on the
+        VLM then end with "the node is shutting down". Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.client.shutdown()
         close = getattr(self.planner, "close", None)
         if close is not None and self.params["motion_backend"] == "sim":
@@ -574,26 +608,47 @@ class BopaskNode(Node):
         return out
 
 
+SHUTDOWN_GRACE_S = 3.0  # how long a stop waits for goals in flight to end and their results to go out
+
+
+def stop_and_drain(executor: Any, stop: StopSignals, node: BopaskNode, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Spin until a stop signal or an outside shutdown; then end the node's goals (``node.close()``) and keep
+    spinning while they send their results, for at most ``grace_s``."""
+    why = spin_until_stopped(executor, stop)
+    if why == "shutdown":  # the context is gone: nothing more can be sent
+        return
+    log = node.get_logger()
+    log.info(f"stop signal: ending {node.active_goals} goal(s) in flight, then shutting down")
+    node.close()
+    if not drain(executor, lambda: node.active_goals > 0, grace_s):
+        log.warn(f"{node.active_goals} goal(s) still running after {grace_s:.1f} s; shutting down anyway")
+
+
 def main(args: list[str] | None = None) -> int:
-    """Spin the node until SIGINT / shutdown; 0 on a clean stop, 2 when it cannot start."""
-    rclpy.init(args=args)
-    try:
-        node = BopaskNode()
-    except (StartupError, ParamError) as e:
-        get_logger("bopask_node").fatal(f"cannot start: {e}")
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    """Spin the node until SIGINT / SIGTERM / shutdown; 0 on a clean stop, 2 when it cannot start.
+
+    rclpy's signal handlers are off (:mod:`bopask_ros.stop_signals`): a stop signal ends the spin, the goals
+    in flight end with the reason "the node is shutting down" and their results are sent (for at most
+    ``SHUTDOWN_GRACE_S``), then the node and the context shut down in order. A second Ctrl-C forces it."""
+    with StopSignals() as stop:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            node = BopaskNode()
+        except (StartupError, ParamError) as e:
+            get_logger("bopask_node").fatal(f"cannot start: {e}")
+            rclpy.try_shutdown()
+            return 2
+        executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
+        executor.add_node(node)
+        try:
+            stop_and_drain(executor, stop, node)
+        except KeyboardInterrupt:  # the second stop signal: no more waiting
+            pass
+        finally:
+            node.close()
+            shutdown_executor(executor)
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

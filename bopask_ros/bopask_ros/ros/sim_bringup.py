@@ -16,44 +16,49 @@ import os
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 
 from bopask_ros.params import ParamError
-from bopask_ros.ros.node import BopaskNode, StartupError
+from bopask_ros.ros.node import BopaskNode, StartupError, stop_and_drain
 from bopask_ros.ros.sim_camera import SimCamera
+from bopask_ros.ros.spin import shutdown_executor
+from bopask_ros.stop_signals import StopSignals
 
 
 def main(args: list[str] | None = None) -> int:
-    """Spin the node and the simulated camera until SIGINT / shutdown; 0 on a clean stop, 2 when it cannot start."""
-    rclpy.init(args=args)
-    node = camera = None
-    try:
-        node = BopaskNode(parameter_overrides=[Parameter("motion_backend", value="sim")])
-        p = node.params
-        camera = SimCamera(node.planner.world, p["color_topic"], p["depth_topic"], p["camera_info_topic"],
-                           p["sim.camera_rate_hz"])
-    except (StartupError, ParamError, ValueError) as e:
-        get_logger("bopask_sim_bringup").fatal(f"cannot start: {e}")
-        if node is not None:
+    """Spin the node and the simulated camera until SIGINT / SIGTERM / shutdown; 0 on a clean stop, 2 when it
+    cannot start (stopping as :func:`bopask_ros.ros.node.main` does)."""
+    with StopSignals() as stop:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        node = camera = None
+        try:
+            node = BopaskNode(parameter_overrides=[Parameter("motion_backend", value="sim")])
+            p = node.params
+            camera = SimCamera(node.planner.world, p["color_topic"], p["depth_topic"], p["camera_info_topic"],
+                               p["sim.camera_rate_hz"])
+        except (StartupError, ParamError, ValueError) as e:
+            get_logger("bopask_sim_bringup").fatal(f"cannot start: {e}")
+            if node is not None:
+                node.close()
+                node.destroy_node()
+            rclpy.try_shutdown()
+            return 2
+        executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
+        executor.add_node(node)
+        executor.add_node(camera)
+        try:
+            stop_and_drain(executor, stop, node)
+        except KeyboardInterrupt:  # the second stop signal: no more waiting
+            pass
+        finally:
+            shutdown_executor(executor)
+            camera.destroy_node()
             node.close()
             node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
-    executor.add_node(node)
-    executor.add_node(camera)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        camera.destroy_node()
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+            rclpy.try_shutdown()
     return 0
 
 
