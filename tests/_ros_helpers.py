@@ -215,9 +215,10 @@ class CameraPublisher:
 
     def __init__(self, client: RosClient, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray,
                  frame_id: str = "camera_color_optical_frame", rate_hz: float = 10.0, prefix: str = "",
-                 sim_start_s: float | None = None) -> None:
+                 sim_start_s: float | None = None, paused: bool = False) -> None:
         """``prefix``: put before the topic names; ``sim_start_s``: publish ``/clock`` (sim time starting
-        there, advancing with the frames) and stamp the frames with it; :meth:`jump` sets it (a bag loop)."""
+        there, advancing with the frames) and stamp the frames with it; :meth:`jump` sets it (a bag loop).
+        ``paused``: start paused (set before the thread starts, so not a single frame goes out)."""
         from sensor_msgs.msg import CameraInfo, Image
 
         self.client = client
@@ -238,6 +239,8 @@ class CameraPublisher:
                      node.create_publisher(CameraInfo, self.INFO, 5)]
         self.period = 1.0 / rate_hz
         self.paused = threading.Event()
+        if paused:
+            self.paused.set()
         self.published = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
