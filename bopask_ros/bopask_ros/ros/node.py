@@ -558,13 +558,16 @@ class BopaskNode(Node):
         with self._tickets_lock:
             return self._active_goals
 
+    def stop_goals(self) -> None:
+        """Goals waiting on the VLM (or asking it from now on) end with "the node is shutting down"."""
+        self.client.shutdown()
+
     def close(self) -> None:
-        """Release what the node holds outside ROS (the VLM worker threads, a simulator); goals waiting on the
-        VLM then end with "the node is shutting down". Idempotent."""
+        """Release what the node holds outside ROS (the VLM worker threads, a simulator). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self.client.shutdown()
+        self.stop_goals()
         close = getattr(self.planner, "close", None)
         if close is not None and self.params["motion_backend"] == "sim":
             close()
@@ -612,14 +615,14 @@ SHUTDOWN_GRACE_S = 3.0  # how long a stop waits for goals in flight to end and t
 
 
 def stop_and_drain(executor: Any, stop: StopSignals, node: BopaskNode, grace_s: float = SHUTDOWN_GRACE_S) -> None:
-    """Spin until a stop signal or an outside shutdown; then end the node's goals (``node.close()``) and keep
+    """Spin until a stop signal or an outside shutdown; then end the node's goals (``node.stop_goals()``) and keep
     spinning while they send their results, for at most ``grace_s``."""
     why = spin_until_stopped(executor, stop)
     if why == "shutdown":  # the context is gone: nothing more can be sent
         return
     log = node.get_logger()
     log.info(f"stop signal: ending {node.active_goals} goal(s) in flight, then shutting down")
-    node.close()
+    node.stop_goals()  # not close(): a simulator stays up for the camera spun meanwhile
     if not drain(executor, lambda: node.active_goals > 0, grace_s):
         log.warn(f"{node.active_goals} goal(s) still running after {grace_s:.1f} s; shutting down anyway")
 
@@ -638,17 +641,27 @@ def main(args: list[str] | None = None) -> int:
             get_logger("bopask_node").fatal(f"cannot start: {e}")
             rclpy.try_shutdown()
             return 2
-        executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
-        executor.add_node(node)
-        try:
-            stop_and_drain(executor, stop, node)
-        except KeyboardInterrupt:  # the second stop signal: no more waiting
-            pass
-        finally:
-            node.close()
-            shutdown_executor(executor)
-            node.destroy_node()
-            rclpy.try_shutdown()
+        return serve(stop, node)
+
+
+def serve(stop: StopSignals, node: BopaskNode, others: tuple[Node, ...] = ()) -> int:
+    """Spin ``node`` (and ``others``, e.g. the simulator's camera) in a MultiThreadedExecutor until a stop,
+    end its goals (:func:`stop_and_drain`), then shut down in order: the executor's callbacks, the nodes, the
+    context. 0."""
+    executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
+    for n in (node, *others):
+        executor.add_node(n)
+    try:
+        stop_and_drain(executor, stop, node)
+    except KeyboardInterrupt:  # the second stop signal: no more waiting
+        pass
+    finally:
+        shutdown_executor(executor)
+        for n in others:
+            n.destroy_node()
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 

@@ -12,19 +12,16 @@ shows what the robot does.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from bopask_ros.params import ParamError
-from bopask_ros.ros.node import BopaskNode, StartupError, stop_and_drain
+from bopask_ros.ros.node import BopaskNode, StartupError, serve
 from bopask_ros.ros.sim_camera import SimCamera
-from bopask_ros.ros.spin import shutdown_executor
 from bopask_ros.stop_signals import StopSignals
 
 
@@ -46,20 +43,7 @@ def main(args: list[str] | None = None) -> int:
                 node.destroy_node()
             rclpy.try_shutdown()
             return 2
-        executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
-        executor.add_node(node)
-        executor.add_node(camera)
-        try:
-            stop_and_drain(executor, stop, node)
-        except KeyboardInterrupt:  # the second stop signal: no more waiting
-            pass
-        finally:
-            shutdown_executor(executor)
-            camera.destroy_node()
-            node.close()
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
+        return serve(stop, node, (camera,))
 
 
 if __name__ == "__main__":
