@@ -1,5 +1,6 @@
 """Dataset generation on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head
-and one more node, 127.0.0.1 only, 1 CPU each, small object stores, no dashboard), through the same
+with no CPUs, so that no task runs beside the driver, and two worker nodes of 1 CPU each; 127.0.0.1 only, small
+object stores, no dashboard), through the same
 ``generate`` code path as the local backend: output identical byte for byte to the local backend's; a task's
 worker process killed, or a whole node removed, mid-run loses nothing; a scene whose retries run out is
 reported by name and a rerun resumes it."""
@@ -55,11 +56,13 @@ def cluster():
         # .resolve_ip_for_localhost), unless clusters are "not enabled": then every process stays on loopback
         mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-        c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
-        worker_node = c.add_node(**NODE)
+        # the head gets no CPU: with one, Ray's locality-aware leasing ran every scene task on the head (it
+        # holds the shared model geometry) and the node-removal test had no task on a node it could remove
+        c = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 0, "include_dashboard": False})
+        workers = [c.add_node(**NODE) for _ in range(2)]
         c.wait_for_nodes()
         try:
-            yield c, worker_node
+            yield c, workers
         finally:
             if ray.is_initialized():
                 ray.shutdown()
@@ -125,7 +128,7 @@ def _kill(pid: int, ppid: int) -> bool:
 def test_ray_cluster_output_is_identical_to_the_local_backend(dataset, cluster):
     root, ref, tmp = dataset
     c, _ = cluster
-    assert len(c.list_all_nodes()) == 2
+    assert len(c.list_all_nodes()) == 3
     s = generate(root, tmp / "ray", seed=SEED, progress=False, backend="ray", address=c.address)
     assert s["scenes_failed"] == [] and s["scenes_done"] == 4 and s["models_built"] > 0
     assert _outputs(tmp / "ray") == ref
@@ -164,18 +167,20 @@ def test_a_scene_out_of_retries_is_reported_and_a_rerun_resumes_it(dataset, clus
 
 def test_a_node_removed_mid_run_loses_nothing(dataset, cluster):
     root, ref, tmp = dataset
-    c, worker_node = cluster
-    raylet = worker_node.all_processes["raylet"][0].process.pid
+    c, workers = cluster
+    raylets = {w.all_processes["raylet"][0].process.pid: w for w in workers}
     seen: set[int] = set()
 
     def remove_node(pid: int, ppid: int) -> bool:
         seen.add(ppid)
-        if ppid != raylet:  # a task on the head node: wait for one on the node to remove
+        node = raylets.get(ppid)
+        if node is None:  # not (yet) a child of a raylet: wait for the next look
             return False
-        c.remove_node(worker_node)
+        c.remove_node(node)  # the node running this scene task; the other one finishes the run
         return True
 
     s, removed = _run_interrupted(root, tmp / "nodegone", c.address, remove_node)
-    assert removed, f"no scene task ran on the second node (raylet {raylet}; task parents seen {seen})"
+    assert removed, f"no scene task ran on a worker node (raylets {sorted(raylets)}; task parents seen {seen})"
+    assert len(c.list_all_nodes()) == 2
     assert s["scenes_failed"] == [] and s["scenes_done"] == 4
     assert _outputs(tmp / "nodegone") == ref
