@@ -31,7 +31,7 @@ def spin_until_stopped(executor: Any, stop: StopSignals, slice_s: float = 0.1) -
     return "signal" if stop.requested else "shutdown"
 
 
-def drain(executor: Any, busy: Callable[[], bool], grace_s: float = 2.0, slice_s: float = 0.05) -> bool:
+def drain(executor: Any, busy: Callable[[], bool], grace_s: float, slice_s: float = 0.05) -> bool:
     """Spin while ``busy()`` (goals still running) for at most ``grace_s``; True when they all ended."""
     deadline = time.monotonic() + grace_s
     try:
