@@ -30,16 +30,20 @@ class Shape:
     geom: Any  # fcl.Convex | fcl.BVHModel
     hull_vertices: NDArray[np.float64]  # (H, 3)
     convex: bool
-    faces: NDArray[np.int64] | None = None  # of a convex shape's mesh (for :meth:`inflated`)
+    faces: NDArray[np.int64] | None = None  # of a convex shape's mesh, indexing hull_vertices (:meth:`inflated`)
 
     @classmethod
     def from_mesh(cls, mesh: Any, hull_vertices: NDArray[np.float64] | None = None) -> Shape:
-        """``fcl.Convex`` if ``mesh`` is convex, else a BVH (the rule trimesh's CollisionManager uses)."""
+        """``fcl.Convex`` if ``mesh`` is convex, else a BVH (the rule trimesh's CollisionManager uses).
+        ``hull_vertices``: default, the mesh's own vertices if it is convex (so that ``faces`` index them),
+        else those of its convex hull."""
         from trimesh.collision import mesh_to_BVH, mesh_to_convex
 
         convex = bool(mesh.is_convex)
         geom = mesh_to_convex(mesh) if convex else mesh_to_BVH(mesh)
-        hv = np.asarray(hull_vertices if hull_vertices is not None else mesh.convex_hull.vertices, float)
+        if hull_vertices is None:
+            hull_vertices = mesh.vertices if convex else mesh.convex_hull.vertices
+        hv = np.asarray(hull_vertices, float)
         return cls(geom, hv, convex, np.asarray(mesh.faces, np.int64) if convex else None)
 
     def inflated(self, margin: float) -> Shape:

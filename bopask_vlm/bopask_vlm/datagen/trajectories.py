@@ -103,9 +103,11 @@ def can_support(b_vertices: NDArray[np.float64], b_faces: NDArray[np.int64], a_v
     pose) placed as :func:`plan_move` places it: A's box bottom centre on B's box top centre, translated."""
     import trimesh
 
-    v = a_hull.shape.hull_vertices @ a_hull.T[:3, :3].T + a_hull.T[:3, 3]
+    s = a_hull.shape
+    v = s.hull_vertices @ a_hull.T[:3, :3].T + a_hull.T[:3, 3]
     lo, hi = v.min(0), v.max(0)
-    hull = trimesh.convex.convex_hull(v)
+    # a convex shape is its own hull, moved rigidly: its faces still close it (qhull only for a non-convex one)
+    hull = trimesh.Trimesh(v, s.faces, process=False) if s.faces is not None else trimesh.convex.convex_hull(v)
     com = np.asarray(hull.center_mass if hull.volume > 1e-12 else v.mean(0), float)
     base = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
     blo, bhi = np.asarray(b_bounds, float)
