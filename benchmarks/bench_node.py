@@ -36,6 +36,7 @@ def main(rounds: int = 4) -> int:
     from bopask_ros.pipeline import Frame, Goal, TaskPipeline
     from bopask_vlm.clients import OracleClient
     from bopask_vlm.geometry import quat_from_matrix
+    from bopask_vlm.records import QARecord
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -99,8 +100,14 @@ def main(rounds: int = 4) -> int:
                     print(node.output(), file=sys.stderr)
                     raise RuntimeError("the node received no frame within 60 s")
                 time.sleep(0.2)
-            for r in recs:  # warm-up: imports, first lifters, DDS discovery of every result path
+
+            def run_pipeline(r: QARecord) -> None:
+                pipe._lifter_key = None  # a fresh lifter, as for the node's new frame
+                pipe.run(frame, Goal(r.task, [o.description for o in r.objects], question=r.question, record=r))
+
+            for r in recs:  # warm-up, of both sides: imports, first lifters, DDS discovery of every result path
                 GoalRun(acs[r.task.value], goal_msg(r)).result()
+                run_pipeline(r)
             node_s: dict[str, list[float]] = {}
             ref_s: dict[str, list[float]] = {}
             statuses: dict[str, int] = {}
@@ -112,9 +119,8 @@ def main(rounds: int = 4) -> int:
                     node_s.setdefault(r.task.value, []).append(time.perf_counter() - t0)
                     statuses[str(res.status.code)] = statuses.get(str(res.status.code), 0) + 1
                     reasons.setdefault(str(res.status.code), res.status.reason)
-                    pipe._lifter_key = None  # a fresh lifter, as for the node's new frame
                     t0 = time.perf_counter()
-                    pipe.run(frame, Goal(r.task, [o.description for o in r.objects], question=r.question, record=r))
+                    run_pipeline(r)
                     ref_s.setdefault(r.task.value, []).append(time.perf_counter() - t0)
         finally:
             cam.close()
