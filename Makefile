@@ -22,7 +22,7 @@ WITH_ROS := source scripts/ros_paths.sh install &&
 .PHONY: demo test lint format sysdeps venv ros clean bench colcon-list
 
 demo: sysdeps venv
-	$(PY) -m bopask_ros.demo --out demo_out $(DEMO_ARGS)
+	$(PY) -m bopask_ros.replay.demo --out demo_out $(DEMO_ARGS)
 	@# the closed loop in physics (bopask_sim, pybullet's Panda): appends its section to demo_out/report.md
 	$(PY) -m bopask_sim.demo --out demo_out --quiet
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pyrealsense2 as rs
 
-from bopask_ros.grasp_fit import fit_grasp
-from bopask_ros.lifting import DepthLifter
+from bopask_ros.grasp.grasp_fit import fit_grasp
+from bopask_ros.perception.lifting import DepthLifter
 from bopask_vlm.geometry import CameraModel, make_transform
 from bopask_vlm.gripper import canonical_for_view, keypoints_2d
 

@@ -28,12 +28,12 @@ def main(rounds: int = 4) -> int:
     from rclpy.action import ActionClient
 
     from bopask_msgs.action import Grasp, Pose, Rearrangement, Trajectory, YesNoQuestion
-    from bopask_ros.bag_reader import read_bag
-    from bopask_ros.bag_writer import bop_scene_to_bag, read_bop_scene_frames
-    from bopask_ros.conversions import camera_from_info, depth_from_image, rgb_from_image
-    from bopask_ros.demo import make_dataset
-    from bopask_ros.params import CameraCalibration, NodeParams
+    from bopask_ros.node_support.conversions import camera_from_info, depth_from_image, rgb_from_image
+    from bopask_ros.node_support.params import CameraCalibration, NodeParams
     from bopask_ros.pipeline import Frame, Goal, TaskPipeline
+    from bopask_ros.replay.bag_reader import read_bag
+    from bopask_ros.replay.bag_writer import bop_scene_to_bag, read_bop_scene_frames
+    from bopask_ros.replay.demo import make_dataset
     from bopask_vlm.clients import OracleClient
     from bopask_vlm.geometry import quat_from_matrix
     from bopask_vlm.records import QARecord

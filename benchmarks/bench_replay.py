@@ -20,10 +20,10 @@ import numpy as np
 
 
 def main() -> int:
-    from bopask_ros.bag_reader import iter_bag_frames, read_bag
-    from bopask_ros.bag_writer import bop_scene_to_bag
-    from bopask_ros.demo import make_dataset
     from bopask_ros.pipeline import Goal, TaskPipeline
+    from bopask_ros.replay.bag_reader import iter_bag_frames, read_bag
+    from bopask_ros.replay.bag_writer import bop_scene_to_bag
+    from bopask_ros.replay.demo import make_dataset
     from bopask_vlm.clients import OracleClient
 
     with tempfile.TemporaryDirectory() as tmp:

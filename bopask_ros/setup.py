@@ -25,7 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             "bopask_node = bopask_ros.ros.node:main",
-            "bopask_demo = bopask_ros.demo:main",
+            "bopask_demo = bopask_ros.replay.demo:main",
         ],
     },
 )

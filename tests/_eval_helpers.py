@@ -68,9 +68,9 @@ def inside_image(record) -> bool:
 def small_dataset(work: Path, seed: int = 0, width: int = 480, height: int = 360, num_frames: int = 3,
                   num_objects: int = 4, max_records: int | None = 60):
     """(scene dir, QA records, bag, the records' dataset root) of a synthetic scene
-    (``bopask_ros.demo.make_dataset``)."""
-    from bopask_ros.bag_writer import bop_scene_to_bag
-    from bopask_ros.demo import make_dataset
+    (``bopask_ros.replay.demo.make_dataset``)."""
+    from bopask_ros.replay.bag_writer import bop_scene_to_bag
+    from bopask_ros.replay.demo import make_dataset
 
     scene_dir, records, root = make_dataset(work / "data", seed, num_objects, num_frames, width, height, max_records)
     records = [r for r in records if inside_image(r)]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _eval_helpers import table_frame, write_bop_scene
 
-from bopask_ros.bag_reader import BagReadError, read_bag
-from bopask_ros.bag_writer import (
+from bopask_ros.replay.bag_reader import BagReadError, read_bag
+from bopask_ros.replay.bag_writer import (
     COLOR_TOPIC,
     DEPTH_TOPIC,
     GT_FILE,

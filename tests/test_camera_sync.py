@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bopask_ros.camera_sync import CameraSync
+from bopask_ros.perception.camera_sync import CameraSync
 
 MS = 1_000_000  # ns
 

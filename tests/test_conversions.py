@@ -7,7 +7,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
-from bopask_ros.conversions import (
+from bopask_ros.node_support.conversions import (
     ConversionError,
     MessageFactory,
     array_to_image_fields,
@@ -19,9 +19,9 @@ from bopask_ros.conversions import (
     sec_to_stamp,
     stamp_to_sec,
 )
-from bopask_ros.msg_types import register_bopask_types
+from bopask_ros.node_support.msg_types import register_bopask_types
+from bopask_ros.perception.tf_buffer import TransformBuffer
 from bopask_ros.pipeline import PipelineResult, ResultStatus
-from bopask_ros.tf_buffer import TransformBuffer
 from bopask_vlm.answers import GraspAnswer, PoseAnswer, TrajectoryAnswer, YesNoAnswer
 from bopask_vlm.answers.types import Task
 from bopask_vlm.geometry import CameraModel, make_transform

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
-    from bopask_ros.demo import main
+    from bopask_ros.replay.demo import main
 
     out = tmp_path / "demo_out"
     rc = main(["--out", str(out), "--width", "320", "--height", "240", "--frames", "2", "--objects", "3",
@@ -29,7 +29,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 
 def test_demo_with_an_unreachable_endpoint_reports_every_answer_invalid(tmp_path):
-    from bopask_ros.demo import run_demo
+    from bopask_ros.replay.demo import run_demo
 
     # the endpoint path with a real OpenAI-compatible client; nothing listens on the port
     s = run_demo(tmp_path / "d", width=320, height=240, num_frames=1, num_objects=3, max_records=8,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bopask_ros.frame_cache import FrameCache, NoFrameError
+from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
 from bopask_ros.pipeline import Frame
 from bopask_vlm.geometry import CameraModel
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bopask_ros.frame_cache import FrameCache, NoFrameError
-from bopask_ros.goal_gate import GoalGate
+from bopask_ros.node_support.goal_gate import GoalGate
+from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
 from bopask_ros.pipeline import Frame
 from bopask_vlm.geometry import CameraModel
 

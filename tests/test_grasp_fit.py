@@ -7,8 +7,8 @@ import pytest
 from _lifting_helpers import make_camera, punch_holes, render_scene
 from scipy.spatial.transform import Rotation
 
-from bopask_ros.grasp_fit import fit_grasp, measure_width
-from bopask_ros.lifting import DepthLifter, LiftError, LiftRule
+from bopask_ros.grasp.grasp_fit import fit_grasp, measure_width
+from bopask_ros.perception.lifting import DepthLifter, LiftError, LiftRule
 from bopask_vlm.geometry import make_transform, rotation_angle_deg
 from bopask_vlm.gripper import FLIP_Z, GRASP_DEPTH, MAX_OPENING, canonical_for_view, keypoints_2d
 
@@ -243,7 +243,7 @@ def test_finger_tips_kept_above_the_support_plane():
     """A low top-down grasp (grasp point 1.2 cm above the table) with 2 px noise: range and tilt errors would put
     the finger tips into the table (depth's own range guess, half the box's width behind its top, would too);
     the depth interval ends where the ray nears the table, and tips still below it slide the gripper back."""
-    from bopask_ros.grasp_fit import TIP_CLEARANCE
+    from bopask_ros.grasp.grasp_fit import TIP_CLEARANCE
     from bopask_vlm.gripper import skeleton_points
 
     cam = make_camera(640, 480)

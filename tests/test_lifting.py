@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _lifting_helpers import make_camera, punch_holes, render_scene, surface_points, true_points
 
-from bopask_ros.lifting import DepthLifter, LiftError, LiftRule, PlaneNotFoundError
+from bopask_ros.perception.lifting import DepthLifter, LiftError, LiftRule, PlaneNotFoundError
 from bopask_vlm.geometry import CameraModel, Plane
 
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bopask_ros.markers import LINE_LIST, LINE_STRIP, result_markers
-from bopask_ros.motion_steps import TOP_DOWN, grasp_steps, object_box_id, pose_steps, poses_to_check, trajectory_steps
+from bopask_ros.motion.motion_steps import (
+    TOP_DOWN,
+    grasp_steps,
+    object_box_id,
+    pose_steps,
+    poses_to_check,
+    trajectory_steps,
+)
+from bopask_ros.motion.safety import SafetyEnvelope
+from bopask_ros.node_support.markers import LINE_LIST, LINE_STRIP, result_markers
 from bopask_ros.pipeline import PipelineResult, ResultStatus
-from bopask_ros.safety import SafetyEnvelope
 from bopask_vlm.answers import TrajectoryAnswer
 from bopask_vlm.geometry import make_transform
 

@@ -23,11 +23,17 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from bopask_ros.motion_runner import MotionRunner, SceneObject, exec_status_of, support_plane_object, table_object
-from bopask_ros.motion_steps import TOP_DOWN, grasp_steps, object_box_id, steps_for, trajectory_steps
+from bopask_ros.motion.motion_runner import (
+    MotionRunner,
+    SceneObject,
+    exec_status_of,
+    support_plane_object,
+    table_object,
+)
+from bopask_ros.motion.motion_steps import TOP_DOWN, grasp_steps, object_box_id, steps_for, trajectory_steps
+from bopask_ros.motion.safety import SafetyEnvelope
 from bopask_ros.pipeline import Goal, PipelineResult, ResultStatus
 from bopask_ros.ros.moveit_adapter import MoveItBackend, MoveItPlanner
-from bopask_ros.safety import SafetyEnvelope
 from bopask_vlm.geometry import make_transform
 from bopask_vlm.gripper import skeleton_to_hand
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bopask_ros.msg_types import interface_texts, msgs_dir, register_bopask_types
+from bopask_ros.node_support.msg_types import interface_texts, msgs_dir, register_bopask_types
 
 ROSIDL_SCRIPT = r"""
 import json, sys, tempfile, pathlib
@@ -113,7 +113,7 @@ def test_feedback_stage_constants_match_pipeline_stages(typestore):
 
 
 def test_bad_action_definition_is_a_clear_error(tmp_path: Path):
-    from bopask_ros.msg_types import InterfaceError, split_action
+    from bopask_ros.node_support.msg_types import InterfaceError, split_action
 
     with pytest.raises(InterfaceError, match="two '---'"):
         split_action("string a\n---\nstring b\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bopask_ros.params import PARAMS, SPECS, NodeParams, ParamError, flatten
+from bopask_ros.node_support.params import PARAMS, SPECS, NodeParams, ParamError, flatten
 
 CONFIG = Path(__file__).resolve().parents[1] / "bopask_ros" / "config"
 NODE = Path(__file__).resolve().parents[1] / "bopask_ros" / "bopask_ros" / "ros" / "node.py"
@@ -57,7 +57,7 @@ def test_bad_values(overrides, msg):
 def test_shipped_calibration_file_loads_and_reaches_the_optical_frame():
     import numpy as np
 
-    from bopask_ros.params import CameraCalibration
+    from bopask_ros.node_support.params import CameraCalibration
 
     cal = CameraCalibration.from_file(str(CONFIG / "camera_calibration.yaml"))
     assert (cal.parent_frame, cal.child_frame) == ("panda_link0", "camera_link")
@@ -72,7 +72,7 @@ def test_shipped_calibration_file_loads_and_reaches_the_optical_frame():
 
 
 def test_calibration_from_parameters_and_errors(tmp_path):
-    from bopask_ros.params import CameraCalibration, calibration_of
+    from bopask_ros.node_support.params import CameraCalibration, calibration_of
 
     assert calibration_of(NodeParams.from_mapping({})) is None  # nothing given
     p = NodeParams.from_mapping({"calibration": {"parent_frame": "base", "translation": [0.1, 0.2, 0.3]}})

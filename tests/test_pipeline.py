@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from _eval_helpers import cached_dataset
 
-from bopask_ros.bag_reader import read_bag
+from bopask_ros.perception.tf_buffer import TransformBuffer
 from bopask_ros.pipeline import Frame, Goal, PlanOutcome, ResultStatus, Stage, TaskPipeline
-from bopask_ros.tf_buffer import TransformBuffer
+from bopask_ros.replay.bag_reader import read_bag
 from bopask_vlm.answers.types import Task
 
 
@@ -171,7 +171,7 @@ def test_unreachable_server_is_a_vlm_error(bagdata):
 
 
 def test_safety_rejection_never_reaches_the_planner(bagdata):
-    from bopask_ros.safety import SafetyEnvelope
+    from bopask_ros.motion.safety import SafetyEnvelope
 
     rec = _first(bagdata, "trajectory")
     planner = RecordingPlanner(PlanOutcome(True))
@@ -219,8 +219,8 @@ def test_bad_frame_is_a_programming_error(bagdata):
 
 
 def test_path_start_clears_the_table_and_every_waypoint_is_checked(bagdata):
-    from bopask_ros.motion_steps import trajectory_steps
-    from bopask_ros.safety import SafetyEnvelope
+    from bopask_ros.motion.motion_steps import trajectory_steps
+    from bopask_ros.motion.safety import SafetyEnvelope
     from bopask_vlm.gripper import hand_to_skeleton, keypoints_3d
 
     rec = _first(bagdata, "trajectory")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from _eval_helpers import cached_dataset
 
-from bopask_ros.bag_reader import read_bag
 from bopask_ros.pipeline import Goal, ResultStatus, TaskPipeline
+from bopask_ros.replay.bag_reader import read_bag
 from bopask_vlm.answers.types import Task
 from bopask_vlm.clients import OracleClient
 from bopask_vlm.geometry import rotation_angle_deg

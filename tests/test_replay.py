@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _eval_helpers import cached_dataset
 
-from bopask_ros.bag_reader import read_bag
-from bopask_ros.replay import latency_stats, replay_bag
+from bopask_ros.replay.bag_reader import read_bag
+from bopask_ros.replay.bag_replay import latency_stats, replay_bag
 
 
 def _oracle():

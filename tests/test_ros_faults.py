@@ -128,7 +128,7 @@ def _serves(env, node: str = "reject") -> None:
 
 def test_expected_geometry_of_the_stand_in_answers(world):
     """The box point is inside the node's default envelope, the bare-table point at the left edge is not."""
-    from bopask_ros.params import NodeParams
+    from bopask_ros.node_support.params import NodeParams
 
     env_ = NodeParams.from_mapping({}).safety()
     d = world["depth_mm"].astype(float) / 1000.0

@@ -47,9 +47,9 @@ def scene(tmp_path_factory):
     frame, its camera pose in the robot base frame as a calibration file, and one QA record per task."""
     import yaml
 
-    from bopask_ros.bag_reader import read_bag
-    from bopask_ros.bag_writer import bop_scene_to_bag, read_bop_scene_frames
-    from bopask_ros.demo import make_dataset
+    from bopask_ros.replay.bag_reader import read_bag
+    from bopask_ros.replay.bag_writer import bop_scene_to_bag, read_bop_scene_frames
+    from bopask_ros.replay.demo import make_dataset
     from bopask_vlm.geometry import quat_from_matrix
 
     work = tmp_path_factory.mktemp("ros_scene")
@@ -133,8 +133,8 @@ def reference(scene):
     """The ROS-free pipeline as the node builds it, on the frame decoded from the very messages published."""
     from _ros_helpers import image_msg, info_msg
 
-    from bopask_ros.conversions import camera_from_info, depth_from_image, rgb_from_image
-    from bopask_ros.params import CameraCalibration, NodeParams
+    from bopask_ros.node_support.conversions import camera_from_info, depth_from_image, rgb_from_image
+    from bopask_ros.node_support.params import CameraCalibration, NodeParams
     from bopask_ros.pipeline import Frame, TaskPipeline
     from bopask_vlm.clients import OracleClient
 
@@ -178,7 +178,7 @@ def _assert_msgs_equal(a: Any, b: Any, path: str = "") -> None:
 def test_every_action_matches_the_ros_free_pipeline(ros, scene, reference, task):
     from action_msgs.msg import GoalStatus
 
-    from bopask_ros.conversions import MessageFactory, build_result
+    from bopask_ros.node_support.conversions import MessageFactory, build_result
     from bopask_ros.pipeline import Goal
     from bopask_ros.ros.node import _lookup_class
 
@@ -306,8 +306,8 @@ def test_tf2_source_uses_the_node_clock(inproc_node, monkeypatch):
 
     from geometry_msgs.msg import TransformStamped
 
+    from bopask_ros.perception.tf_buffer import FrameNotFoundError
     from bopask_ros.ros.node import Tf2Adapter
-    from bopask_ros.tf_buffer import FrameNotFoundError
 
     made: dict = {}
     fake = types.ModuleType("tf2_ros")  # a stand-in for tf2_ros (not installable here)
@@ -346,9 +346,9 @@ def test_tf2_source_uses_the_node_clock(inproc_node, monkeypatch):
 
 
 def test_calibration_tf_without_or_with_a_wrong_calibration_names_what_is_missing():
-    from bopask_ros.params import CameraCalibration
+    from bopask_ros.node_support.params import CameraCalibration
+    from bopask_ros.perception.tf_buffer import FrameNotFoundError, TransformError
     from bopask_ros.ros.node import CalibrationTF
-    from bopask_ros.tf_buffer import FrameNotFoundError, TransformError
 
     with pytest.raises(TransformError, match="missing calibration: tf_source is calibration"):
         CalibrationTF(None).lookup_transform("base_link", "camera_color_optical_frame")
@@ -413,7 +413,7 @@ def test_a_goal_accepted_but_never_executed_does_not_block_later_goals(inproc_no
 
     from rclpy.action import GoalResponse
 
-    from bopask_ros.goal_gate import GoalGate
+    from bopask_ros.node_support.goal_gate import GoalGate
 
     class Clock:
         t = 0.0

@@ -64,7 +64,7 @@ class FrameTap:
         client.node.create_subscription(Image, topic, self._on, qos_profile_sensor_data)
 
     def _on(self, msg: Any) -> None:
-        from bopask_ros.conversions import depth_from_image
+        from bopask_ros.node_support.conversions import depth_from_image
 
         d = depth_from_image(msg)
         with self._lock:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from bopask_ros.safety import SafetyConfigError, SafetyEnvelope
+from bopask_ros.motion.safety import SafetyConfigError, SafetyEnvelope
 from bopask_vlm.geometry import make_transform
 
 ENV = SafetyEnvelope(workspace_min=(-0.2, -0.6, -0.05), workspace_max=(0.8, 0.6, 0.8), table_height=0.0,
@@ -74,7 +74,7 @@ def test_config_errors():
 
 
 def test_hand_poses_check_the_finger_tips_below_the_waypoint():
-    from bopask_ros.motion_steps import trajectory_steps
+    from bopask_ros.motion.motion_steps import trajectory_steps
     from bopask_vlm.gripper import FINGER_TIP_Z, GRASP_DEPTH
 
     # a waypoint just above the clearance passes as a point, but the finger tips reach below it

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bopask_ros.conversions import array_to_image_fields, camera_from_info, depth_from_image
-from bopask_ros.params import NodeParams
+from bopask_ros.node_support.conversions import array_to_image_fields, camera_from_info, depth_from_image
+from bopask_ros.node_support.params import NodeParams
 from bopask_ros.ros.sim_backend import (
     SimPlanner,
     backend_kwargs,

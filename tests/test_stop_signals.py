@@ -1,4 +1,4 @@
-"""Stopping a node's main on SIGINT / SIGTERM (:mod:`bopask_ros.stop_signals`, :mod:`bopask_ros.ros.spin`): the
+"""Stopping a node's main on SIGINT / SIGTERM (:mod:`bopask_ros.node_support.stop_signals`, :mod:`bopask_ros.ros.spin`): the
 handler alone, and with real rclpy in a child process, where a stop signal must end the spin loop without an
 exception from inside the executor. Why rclpy's own handlers are off: the last test shows what they do (CI once
 caught their KeyboardInterrupt inside ``rclpy.task.Task.__init__``)."""
@@ -15,7 +15,7 @@ import threading
 import pytest
 from _ros_helpers import node_source_path, ros_env
 
-from bopask_ros.stop_signals import StopSignals
+from bopask_ros.node_support.stop_signals import StopSignals
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -55,7 +55,7 @@ _SPIN = textwrap.dedent("""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
     from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
-    from bopask_ros.stop_signals import StopSignals
+    from bopask_ros.node_support.stop_signals import StopSignals
     mode, sig = sys.argv[1], getattr(signal, sys.argv[2])
     stop = StopSignals()
     if mode == "ours":

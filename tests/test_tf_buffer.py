@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from bopask_ros.tf_buffer import (
+from bopask_ros.perception.tf_buffer import (
     ConnectivityError,
     ExtrapolationError,
     FrameNotFoundError,

@@ -9,7 +9,7 @@ import pytest
 import trimesh
 from _lifting_helpers import make_camera, render_scene
 
-from bopask_ros.lifting import DepthLifter, LiftRule
+from bopask_ros.perception.lifting import DepthLifter, LiftRule
 from bopask_ros.pipeline import TaskPipeline
 from bopask_vlm.datagen import trajectories as tr
 from bopask_vlm.datagen.collision import Placed, Shape

@@ -147,8 +147,8 @@ class _Stop(Exception):
 
 class TaskPipeline:
     """Runs goals on frames. ``client``: a VLM client (``ask(VLMRequest) -> VLMResponse``);
-    ``tf_buffer``: a :class:`bopask_ros.tf_buffer.TransformBuffer`; ``safety``: a
-    :class:`bopask_ros.safety.SafetyEnvelope` or None; ``planner``: a :class:`Planner` or None.
+    ``tf_buffer``: a :class:`bopask_ros.perception.tf_buffer.TransformBuffer`; ``safety``: a
+    :class:`bopask_ros.motion.safety.SafetyEnvelope` or None; ``planner``: a :class:`Planner` or None.
 
     ``waypoint_height``: the lowest carrying height above the table (metres) of a path's inner waypoints
     (see :meth:`_lift_path`);
@@ -159,7 +159,7 @@ class TaskPipeline:
     plane then comes from TF instead of a RANSAC fit of each frame's depth; None: fit it);
     ``place_clearance``: how far above its support the last waypoint of a path stands (the datagen's
     ``trajectories.LIFT``: A is released that much above B);
-    ``lifter_kwargs``: passed to :class:`bopask_ros.lifting.DepthLifter`.
+    ``lifter_kwargs``: passed to :class:`bopask_ros.perception.lifting.DepthLifter`.
     """
 
     def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
@@ -190,7 +190,7 @@ class TaskPipeline:
 
         With ``table_height`` and ``T_base_cam``, the support plane is the table (z = table_height in the
         base frame) carried into the camera frame."""
-        from bopask_ros.lifting import DepthLifter
+        from bopask_ros.perception.lifting import DepthLifter
         from bopask_vlm.geometry import Plane, invert_transform
 
         key = (id(frame.depth_m), float(frame.stamp))
@@ -203,7 +203,7 @@ class TaskPipeline:
         return self._lifter
 
     def _lookup(self, frame: Frame, result: PipelineResult) -> NDArray[np.float64]:
-        from bopask_ros.tf_buffer import TransformError
+        from bopask_ros.perception.tf_buffer import TransformError
 
         if result.T_base_cam is None:
             try:
@@ -346,8 +346,8 @@ class TaskPipeline:
             raise _Stop(ResultStatus.INVALID_ANSWER, f"points {bad} lie outside the {cam.width}x{cam.height} image")
 
     def _lift(self, frame: Frame, task: Task, answer: Any, result: PipelineResult) -> None:
-        from bopask_ros.grasp_fit import fit_grasp
-        from bopask_ros.lifting import LiftError
+        from bopask_ros.grasp.grasp_fit import fit_grasp
+        from bopask_ros.perception.lifting import LiftError
 
         if frame.depth_m is None:
             raise _Stop(ResultStatus.LIFT_FAILED, "the frame has no depth image")
@@ -395,14 +395,14 @@ class TaskPipeline:
         - first waypoint: where its ray meets the support plane (A's base at rest; exact for a point on the
           table), raised ``start_height`` along the normal (not 0: the finger tips reach below the grasp point);
         - last waypoint: ``place_clearance`` above the highest seen surface under its ray
-          (:meth:`bopask_ros.lifting.DepthLifter.lift_onto_surface`): B's top when the ray passes over B;
+          (:meth:`bopask_ros.perception.lifting.DepthLifter.lift_onto_surface`): B's top when the ray passes over B;
         - second waypoint (paths of 3+ points): the point of its ray nearest to the vertical through the
           start (the lift-off), kept when its height is between the start's and the carrying height;
         - the waypoints between: on their rays at heights interpolated between the lift-off and the
           placement by the answer's 2D arc length, never below ``waypoint_height`` (the carrying height:
           one image cannot tell how high the planner's free-space points were; the ray fixes the rest).
         """
-        from bopask_ros.lifting import LiftedPoints, LiftRule
+        from bopask_ros.perception.lifting import LiftedPoints, LiftRule
 
         n = len(pts)
         plane = lifter.support_plane()
@@ -466,7 +466,7 @@ class TaskPipeline:
         if result.grasp_pose_cam is not None:
             result.grasp_pose_base = T @ result.grasp_pose_cam
         if self.planner is not None and self._lifter is not None:  # the planner puts it into its scene
-            from bopask_ros.lifting import LiftError
+            from bopask_ros.perception.lifting import LiftError
 
             try:
                 plane = self._lifter.support_plane().transformed(T)
@@ -477,14 +477,14 @@ class TaskPipeline:
     def _safety(self, task: Task, result: PipelineResult) -> None:
         """Check the motion targets: the gripper pose of a grasp; every waypoint of a path, and the gripper
         (finger tips included) at each of them in the pose the robot will be sent
-        (:func:`bopask_ros.motion_steps.trajectory_steps`); the centre of a cuboid (its bottom lies on the
+        (:func:`bopask_ros.motion.motion_steps.trajectory_steps`); the centre of a cuboid (its bottom lies on the
         table); rearrangement points."""
         verdicts = []
         P = np.asarray(result.points_base, dtype=np.float64)
         if task == Task.GRASP and result.grasp_pose_base is not None:
             verdicts.append(self.safety.check_grasp(result.grasp_pose_base))
         elif task == Task.TRAJECTORY and len(P):
-            from bopask_ros.motion_steps import trajectory_steps
+            from bopask_ros.motion.motion_steps import trajectory_steps
 
             verdicts.append(self.safety.check_points(P, "waypoint"))
             if verdicts[-1].ok:
@@ -507,7 +507,7 @@ def _lift_cuboid(lifter: Any, corners: NDArray[np.float64]) -> Any:
     point of its ray closest to the plane normal through its bottom corner. Falls back to depth with a
     plane fallback (``mode="auto"``) when the plane is not usable (no plane, or a top corner below it).
     """
-    from bopask_ros.lifting import LiftedPoints, LiftRule
+    from bopask_ros.perception.lifting import LiftedPoints, LiftRule
 
     try:
         plane = lifter.support_plane()

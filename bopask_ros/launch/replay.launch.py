@@ -7,7 +7,7 @@ Starts ``ros2 bag play BAG --rate RATE --clock 100 [--loop]`` (``/tf_static`` re
 subscriber still gets the camera extrinsic) and bopask_node with use_sim_time:=true and the same parameters as
 tabletop.launch.py ([MoveIt config, params_file, overrides]).  No camera; no robot unless robot:=panda, which
 adds the MoveIt config, robot_state_publisher and ros2_control mock components, and links the bag's base frame
-(planning_frame, ``base_link`` in bags written by bopask_ros.bag_writer) to the robot's base link.
+(planning_frame, ``base_link`` in bags written by bopask_ros.replay.bag_writer) to the robot's base link.
 The helpers are shared with tabletop.launch.py, loaded from the same directory.
 """
 

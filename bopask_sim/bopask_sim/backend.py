@@ -1,6 +1,6 @@
 """The simulator as a motion backend behind the task pipeline's ``Planner`` protocol.
 
-``SimMotionBackend.plan(result, goal, cancel)`` builds the MoveIt path's steps (:mod:`bopask_ros.motion_steps`)
+``SimMotionBackend.plan(result, goal, cancel)`` builds the MoveIt path's steps (:mod:`bopask_ros.motion.motion_steps`)
 from the pipeline result and carries them out in the simulated scene (:mod:`bopask_sim.steps`):
 
 - grasp: ``grasp_steps(result.grasp_pose_base)`` (pre-grasp, open, approach, close, attach, lift), then the
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_steps import MotionStep, grasp_steps, trajectory_steps
+from bopask_ros.motion.motion_steps import MotionStep, grasp_steps, trajectory_steps
+from bopask_ros.motion.safety import SafetyEnvelope
 from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
-from bopask_ros.safety import SafetyEnvelope
 from bopask_sim.outcomes import HOLD_S, CarryMeasure, GraspMeasure, classify_carry, classify_grasp
 from bopask_sim.robot import ContactMonitor, IKError
 from bopask_sim.steps import check_reachable, describe, run_steps

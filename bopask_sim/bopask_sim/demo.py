@@ -1,7 +1,7 @@
 """The closed-loop part of ``make demo``: a short run of the simulator evaluation (oracle answers, with and
 without keypoint noise) appended to the demo report as a "Closed loop" section with its table and pictures.
 
-Usage (after ``python -m bopask_ros.demo --out demo_out``): ``python -m bopask_sim.demo --out demo_out``
+Usage (after ``python -m bopask_ros.replay.demo --out demo_out``): ``python -m bopask_sim.demo --out demo_out``
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bopask_ros.perception.tf_buffer import TransformBuffer
 from bopask_ros.pipeline import Goal, TaskPipeline
-from bopask_ros.tf_buffer import TransformBuffer
 from bopask_sim.backend import SimMotionBackend
 from bopask_sim.bop_export import write_bop_scene
 from bopask_sim.outcomes import CarryMeasure, GraspMeasure, Reason, classify_carry, classify_grasp, reason_from_status

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation, Slerp
 
-from bopask_sim.world import TIME_STEP, pb_from_pose, pose_from_pb
+from bopask_sim.pb_frames import TIME_STEP, pb_from_pose, pose_from_pb
 
 ARM = tuple(range(7))
 FINGERS = (9, 10)

@@ -1,4 +1,4 @@
-"""The one place that says what each :class:`bopask_ros.motion_steps.MotionStep` does in the simulator.
+"""The one place that says what each :class:`bopask_ros.motion.motion_steps.MotionStep` does in the simulator.
 
 The steps are the MoveIt path's own (``grasp_steps``, ``trajectory_steps``: ``panda_hand`` poses in the robot
 base frame); here each kind becomes a simulator action: ``move`` -> joint-space interpolation to the IK solution
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_steps import MotionStep, poses_to_check
+from bopask_ros.motion.motion_steps import MotionStep, poses_to_check
 from bopask_sim.robot import IKError, Panda
 
 #: finger opening (metres between the pads) of the named gripper states

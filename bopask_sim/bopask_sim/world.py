@@ -16,29 +16,21 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial.transform import Rotation
 
 from bopask_sim.camera import CAMERA_FRAME, T_parent_optical, d435_camera, read_calibration
 from bopask_sim.objects import SimObject, catalogue, object_mesh
+from bopask_sim.pb_frames import TIME_STEP, pb_from_pose, pose_from_pb
+from bopask_sim.robot import Panda
 from bopask_vlm.geometry import CameraModel, invert_transform, make_transform
 
 TABLE_TOP_URDF_Z = 0.625  # pybullet_data table/table.urdf: top of its 5 cm slab at z 0.6 + 0.025
 ROBOT_BASE_XY = (-0.5, 0.0)
 OBJECT_AREA = 0.34  # objects lie in a square this wide around the world origin (all within the Panda's reach)
-TIME_STEP = 1.0 / 240.0
 BASE_FRAME = "panda_link0"
 
 
 class SceneError(ValueError):
     """A scene that cannot be built with the given arguments."""
-
-
-def pose_from_pb(pos: Any, orn: Any) -> NDArray[np.float64]:
-    return make_transform(Rotation.from_quat(orn).as_matrix(), np.asarray(pos, float))
-
-
-def pb_from_pose(T: NDArray[np.float64]) -> tuple[list[float], list[float]]:
-    return np.asarray(T[:3, 3], float).tolist(), Rotation.from_matrix(T[:3, :3]).as_quat().tolist()
 
 
 def cache_dir() -> Path:
@@ -140,8 +132,6 @@ class SimWorld:
         self.rng = np.random.default_rng([self.seed, 104729])
         self.instances: list[Instance] = []
         self._build_objects(num_objects, use_real_mesh, pybullet_models)
-        from bopask_sim.robot import Panda
-
         self.panda = Panda(self)
         self.panda.reset_home()
         self.settle(settle_s)

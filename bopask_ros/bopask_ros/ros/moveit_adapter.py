@@ -1,7 +1,7 @@
 """MoveIt 2 (moveit_py, ROS 2 Jazzy) behind the pipeline's Planner protocol. Imports moveit_py only when a
 :class:`MoveItPlanner` starts: runs on a robot machine. Every decision (step order, IK checks, start states,
-cancel, execution status, planning-scene bookkeeping) is in the ROS-free :mod:`bopask_ros.motion_runner`
-and :mod:`bopask_ros.motion_steps`; :class:`MoveItBackend` only maps single operations to moveit_py.
+cancel, execution status, planning-scene bookkeeping) is in the ROS-free :mod:`bopask_ros.motion.motion_runner`
+and :mod:`bopask_ros.motion.motion_steps`; :class:`MoveItBackend` only maps single operations to moveit_py.
 
 Checked against moveit2's moveit_py sources for Jazzy (2.10; ``moveit_py/src/moveit/...`` pybind files):
 
@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_runner import MotionPlan, MotionRunner, SceneObject, plan_goal
-from bopask_ros.motion_steps import MotionStep
+from bopask_ros.motion.motion_runner import MotionPlan, MotionRunner, SceneObject, plan_goal
+from bopask_ros.motion.motion_steps import MotionStep
+from bopask_ros.motion.safety import SafetyEnvelope
 from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
-from bopask_ros.safety import SafetyEnvelope
 from bopask_vlm.geometry import quat_from_matrix
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class RosMessages:
 
 
 class MoveItBackend:
-    """:class:`bopask_ros.motion_runner.MotionBackend` on a started ``MoveItPy``."""
+    """:class:`bopask_ros.motion.motion_runner.MotionBackend` on a started ``MoveItPy``."""
 
     def __init__(self, robot: Any, params: Any, safety: SafetyEnvelope, *, messages: Any = None,
                  plan_request_parameters: Callable[[Any, str], Any] | None = None, ik_timeout_s: float = 0.1) -> None:

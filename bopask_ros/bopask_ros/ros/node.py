@@ -2,9 +2,9 @@
 :class:`bopask_ros.pipeline.TaskPipeline` behind one action server per task.
 
 - RealSense colour, aligned depth and camera_info: three plain sensor-data subscriptions paired by
-  stamp in the ROS-free :class:`bopask_ros.camera_sync.CameraSync` (``sync_slop_s`` 0 = the identical
+  stamp in the ROS-free :class:`bopask_ros.perception.camera_sync.CameraSync` (``sync_slop_s`` 0 = the identical
   stamps realsense-ros publishes with ``enable_sync``), the latest frame kept in
-  :class:`bopask_ros.frame_cache.FrameCache` (time going backwards, e.g. a bag loop, is followed).
+  :class:`bopask_ros.perception.frame_cache.FrameCache` (time going backwards, e.g. a bag loop, is followed).
 - Actions ``~/grasp``, ``~/pose``, ``~/trajectory``, ``~/rearrangement``, ``~/yes_no`` (bopask_msgs).
   One goal runs at a time (:class:`GoalGate`: reject or queue); feedback at each stage; cancel is
   checked between stages, interrupts the wait for the VLM, and stops a running motion of the goal it
@@ -44,8 +44,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from bopask_ros.camera_sync import CameraSync
-from bopask_ros.conversions import (
+from bopask_ros.node_support.conversions import (
     MessageFactory,
     array_to_image_fields,
     build_result,
@@ -53,14 +52,15 @@ from bopask_ros.conversions import (
     depth_from_image,
     rgb_from_image,
 )
-from bopask_ros.frame_cache import FrameCache, NoFrameError
-from bopask_ros.goal_gate import GoalGate
-from bopask_ros.markers import result_markers
-from bopask_ros.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
+from bopask_ros.node_support.goal_gate import GoalGate
+from bopask_ros.node_support.markers import result_markers
+from bopask_ros.node_support.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
+from bopask_ros.node_support.stop_signals import StopSignals
+from bopask_ros.perception.camera_sync import CameraSync
+from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
+from bopask_ros.perception.tf_buffer import ExtrapolationError, FrameNotFoundError, TransformError
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
 from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
-from bopask_ros.stop_signals import StopSignals
-from bopask_ros.tf_buffer import ExtrapolationError, FrameNotFoundError, TransformError
 from bopask_vlm.answers import Task
 from bopask_vlm.clients import VLMError
 from bopask_vlm.geometry import make_transform
@@ -125,7 +125,7 @@ class Tf2Adapter:
 
 class CalibrationTF:
     """A fixed camera extrinsic (``tf_source: calibration``) behind the TransformBuffer lookup: the
-    calibration's static transform(s) in a :class:`bopask_ros.tf_buffer.TransformBuffer`, one per image
+    calibration's static transform(s) in a :class:`bopask_ros.perception.tf_buffer.TransformBuffer`, one per image
     frame id seen. Without a calibration every lookup fails with a reason that says what to set."""
 
     def __init__(self, calibration: CameraCalibration | None) -> None:
@@ -392,7 +392,7 @@ class BopaskNode(Node):
                 self.get_logger().warn(
                     f"camera_info has {info.distortion_model} coefficients {list(info.d)}: they are undistorted as "
                     "OpenCV's (forward) Brown-Conrady. realsense-ros labels the colour stream's inverse "
-                    "Brown-Conrady as plumb_bob; see bopask_ros.conversions.camera_from_info")
+                    "Brown-Conrady as plumb_bob; see bopask_ros.node_support.conversions.camera_from_info")
             frame = Frame(rgb=rgb_from_image(synced.color),
                           depth_m=depth_from_image(synced.depth, self.params["depth_scale"]),
                           camera=camera_from_info(info), stamp=synced.stamp_ns * 1e-9,
@@ -630,7 +630,7 @@ def stop_and_drain(executor: Any, stop: StopSignals, node: BopaskNode, grace_s: 
 def main(args: list[str] | None = None) -> int:
     """Spin the node until SIGINT / SIGTERM / shutdown; 0 on a clean stop, 2 when it cannot start.
 
-    rclpy's signal handlers are off (:mod:`bopask_ros.stop_signals`): a stop signal ends the spin, the goals
+    rclpy's signal handlers are off (:mod:`bopask_ros.node_support.stop_signals`): a stop signal ends the spin, the goals
     in flight end with the reason "the node is shutting down" and their results are sent (for at most
     ``SHUTDOWN_GRACE_S``), then the node and the context shut down in order. A second Ctrl-C forces it."""
     with StopSignals() as stop:

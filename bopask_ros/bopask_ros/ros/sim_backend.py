@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.params import CameraCalibration, NodeParams
+from bopask_ros.node_support.params import CameraCalibration, NodeParams
 from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
 from bopask_vlm.answers import Task
 from bopask_vlm.geometry import CameraModel

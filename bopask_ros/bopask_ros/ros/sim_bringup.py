@@ -7,7 +7,7 @@ shows what the robot does.
 -p vlm_client:=oracle -p oracle_records:=records.jsonl -p allow_execution:=true -p sim.scene_seed:=0``
 
 ``motion_backend`` is set to ``sim`` here whatever the parameters say (the parameters of the node and of the
-``sim.*`` scene are bopask_node's, see :mod:`bopask_ros.params`).
+``sim.*`` scene are bopask_node's, see :mod:`bopask_ros.node_support.params`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
-from bopask_ros.params import ParamError
+from bopask_ros.node_support.params import ParamError
+from bopask_ros.node_support.stop_signals import StopSignals
 from bopask_ros.ros.node import BopaskNode, StartupError, serve
 from bopask_ros.ros.sim_camera import SimCamera
-from bopask_ros.stop_signals import StopSignals
 
 
 def main(args: list[str] | None = None) -> int:

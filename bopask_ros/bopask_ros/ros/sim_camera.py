@@ -18,7 +18,7 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from bopask_ros.conversions import array_to_image_fields
+from bopask_ros.node_support.conversions import array_to_image_fields
 from bopask_ros.ros.sim_backend import camera_info_fields, depth_mm
 
 

@@ -1,6 +1,6 @@
 """The main loop of bopask's ROS processes: spin until a stop signal, then end in order.
 
-:func:`spin_until_stopped` replaces ``executor.spin()`` (see :mod:`bopask_ros.stop_signals` for why rclpy's
+:func:`spin_until_stopped` replaces ``executor.spin()`` (see :mod:`bopask_ros.node_support.stop_signals` for why rclpy's
 signal handlers are off): it spins in short slices until a stop signal or an outside ``rclpy.shutdown``;
 :func:`drain` then keeps spinning, for at most ``grace_s``, while goals are still running, so their
 results reach the clients before the context goes away.
@@ -14,7 +14,7 @@ from typing import Any
 
 from rclpy.executors import ExternalShutdownException
 
-from bopask_ros.stop_signals import StopSignals
+from bopask_ros.node_support.stop_signals import StopSignals
 
 
 def spin_until_stopped(executor: Any, stop: StopSignals, slice_s: float = 0.1) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bopask_ros.safety import SafetyEnvelope
+from bopask_ros.motion.safety import SafetyEnvelope
 
 
 @dataclass(frozen=True)
@@ -234,10 +234,10 @@ class CameraCalibration:
         return cls.from_mapping(doc, where=f"calibration_file {path}")
 
     def transform_buffer(self, image_frame: str = "camera_color_optical_frame") -> Any:
-        """A :class:`bopask_ros.tf_buffer.TransformBuffer` holding the calibration as a static transform,
+        """A :class:`bopask_ros.perception.tf_buffer.TransformBuffer` holding the calibration as a static transform,
         and, when the calibration's child is ``camera_link`` and images come in ``image_frame``, the
         nominal ``camera_link -> image_frame`` (:data:`LINK_TO_OPTICAL_ROTATION`)."""
-        from bopask_ros.tf_buffer import TransformBuffer
+        from bopask_ros.perception.tf_buffer import TransformBuffer
         from bopask_vlm.geometry import make_transform
 
         buf = TransformBuffer()

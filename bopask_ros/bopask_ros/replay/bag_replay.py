@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.bag_reader import BagData, read_bag
 from bopask_ros.pipeline import Goal, PipelineResult, ResultStatus, TaskPipeline
+from bopask_ros.replay.bag_reader import BagData, read_bag
 from bopask_vlm.answers.types import Task
 from bopask_vlm.eval import metrics as M
 from bopask_vlm.eval.scoring import SceneGT, gt_answer, rearrangement_objects, score_answer, trajectory_objects

@@ -15,7 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from bopask_ros.bag_writer import (
+from bopask_ros.node_support.conversions import camera_from_info, depth_from_image, rgb_from_image
+from bopask_ros.perception.tf_buffer import TransformBuffer, stamp_to_sec
+from bopask_ros.pipeline import Frame
+from bopask_ros.replay.bag_writer import (
     CAMERA_FRAME,
     COLOR_TOPIC,
     DEPTH_TOPIC,
@@ -25,9 +28,6 @@ from bopask_ros.bag_writer import (
     TF_STATIC_TOPIC,
     TF_TOPIC,
 )
-from bopask_ros.conversions import camera_from_info, depth_from_image, rgb_from_image
-from bopask_ros.pipeline import Frame
-from bopask_ros.tf_buffer import TransformBuffer, stamp_to_sec
 
 __all__ = ["BagData", "BagFrame", "BagReadError", "iter_bag_frames", "read_bag"]
 

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from bopask_ros.safety import SafetyEnvelope
+from bopask_ros.motion.safety import SafetyEnvelope
 from bopask_vlm.gripper import skeleton_to_hand
 
 #: a top-down gripper orientation: approach (+z) pointing down the base z axis

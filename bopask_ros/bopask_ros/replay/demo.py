@@ -8,7 +8,7 @@
 4. write the report under ``--out``: ``report.md`` (metrics table, per-stage latency), ``metrics.json``,
    ``metrics.png``, ``samples.jsonl`` and ``overlays/`` (grasps, cuboids, trajectories, ...).
 
-Usage: ``python -m bopask_ros.demo --out demo_out [--endpoint http://127.0.0.1:8000/v1 --model NAME]``
+Usage: ``python -m bopask_ros.replay.demo --out demo_out [--endpoint http://127.0.0.1:8000/v1 --model NAME]``
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bopask_ros.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bopask_ros.replay.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo_out", help="output directory (replaced)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", type=int, default=5, help="objects on the table")
@@ -76,8 +76,8 @@ def run_demo(out: str | Path, *, seed: int = 0, num_objects: int = 5, num_frames
              model: str | None = None, progress: bool = True,
              client_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole demo; returns the replay summary (also in ``out/metrics.json``)."""
-    from bopask_ros.bag_writer import bop_scene_to_bag
-    from bopask_ros.replay import replay_bag
+    from bopask_ros.replay.bag_replay import replay_bag
+    from bopask_ros.replay.bag_writer import bop_scene_to_bag
 
     out = Path(out)
     if out.exists():
@@ -89,7 +89,7 @@ def run_demo(out: str | Path, *, seed: int = 0, num_objects: int = 5, num_frames
     ids = sorted({int(r.im_id) for r in records})
     bag = bop_scene_to_bag(scene_dir, out / "bag", records=records, im_ids=ids)
     t_bag = time.perf_counter()
-    from bopask_ros.safety import SafetyEnvelope
+    from bopask_ros.motion.safety import SafetyEnvelope
 
     # the default Panda-sized envelope of the node: targets out of reach come back as safety_rejected
     rep = replay_bag(bag, make_client(endpoint, model, **(client_options or {})), out_dir=out, progress=progress,

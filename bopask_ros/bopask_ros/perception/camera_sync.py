@@ -16,7 +16,7 @@ Time going backwards (a bag replayed in a loop, a clock reset) needs no special 
 messages pair among themselves, and the stragglers of the previous pass are dropped with everything
 that arrived before the first new set. A set whose stamp is older than the previous set's starts a new
 ``epoch`` (:attr:`SyncedFrame.epoch`), so a consumer keeping "the newest frame" knows to take it (see
-:class:`bopask_ros.frame_cache.FrameCache`). Thread-safe.
+:class:`bopask_ros.perception.frame_cache.FrameCache`). Thread-safe.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The latest synchronised RGB-D frame, and the age check a goal's snapshot must pass. ROS-free.
 
 Time can go backwards: a bag replayed in a loop, a simulator or a clock reset. Frames carry the time
-``epoch`` of :class:`bopask_ros.camera_sync.CameraSync` (it starts a new one whenever the stamps of
+``epoch`` of :class:`bopask_ros.perception.camera_sync.CameraSync` (it starts a new one whenever the stamps of
 its sets go backwards): within an epoch a frame older than the cached one is a late arrival and is
 ignored; a frame of a newer epoch always replaces the cached one, however old its stamp. A goal's
 snapshot refuses a frame stamped ahead of the goal's clock by more than ``max_future_s`` (the clock

@@ -1,6 +1,6 @@
 """How a list of motion steps is carried out, ROS-free: the control flow every motion backend shares.
 
-:mod:`bopask_ros.motion_steps` says *what* the robot does for a task; :class:`MotionRunner` says *how*: the
+:mod:`bopask_ros.motion.motion_steps` says *what* the robot does for a task; :class:`MotionRunner` says *how*: the
 order of IK checks, planning and execution, when to look for a cancel, how an execution status is judged,
 which state each plan starts from, and which collision objects the planning scene holds. A backend (MoveIt
 through moveit_py in :mod:`bopask_ros.ros.moveit_adapter`, or a simulator) only maps single operations to its
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check, steps_for
+from bopask_ros.motion.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check, steps_for
 from bopask_ros.pipeline import PlanOutcome
 
 __all__ = [
@@ -233,7 +233,7 @@ class _Canceled(Exception):
 class MotionRunner:
     """Carries out motion steps on a :class:`MotionBackend` (see the module docstring for the rules).
 
-    ``safety``: the :class:`bopask_ros.safety.SafetyEnvelope` (its table becomes a collision object).
+    ``safety``: the :class:`bopask_ros.motion.safety.SafetyEnvelope` (its table becomes a collision object).
     ``stop_poll_s``: how often :meth:`stop` repeats the backend's stop while an execution is running."""
 
     def __init__(self, backend: MotionBackend, safety: Any = None, *, stop_poll_s: float = 0.05) -> None:

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bopask_ros.lifting import DepthLifter, LiftError, LiftRule
+from bopask_ros.perception.lifting import DepthLifter, LiftError, LiftRule
 from bopask_vlm.gripper import GRASP_DEPTH, MAX_OPENING, skeleton_points
 
 __all__ = ["GraspFit", "fit_grasp", "measure_width"]

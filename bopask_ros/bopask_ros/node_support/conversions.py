@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.tf_buffer import stamp_to_sec
+from bopask_ros.perception.tf_buffer import stamp_to_sec
 from bopask_vlm.answers import GRASP_FIELD_NAMES, Answer, GraspAnswer, PoseAnswer, Task, YesNoAnswer
 from bopask_vlm.geometry import CameraModel, depth_to_metres, quat_from_matrix
 from bopask_vlm.gripper import skeleton_to_hand

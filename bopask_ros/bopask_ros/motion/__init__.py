@@ -1,0 +1,1 @@
+"""Motion: the safety envelope, the motion steps of each task, and the runner that executes them against a planner."""
