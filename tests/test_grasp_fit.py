@@ -210,7 +210,8 @@ def test_range_from_depth_under_keypoint_noise():
     lf = DepthLifter(cam, sc.depth_m, plane=sc.plane_cam)
     no_depth = DepthLifter(cam, np.full_like(sc.depth_m, np.nan), plane=sc.plane_cam)
     rng = np.random.default_rng(11)
-    for sigma, med, p90 in ((1.0, 0.010, 0.02), (2.0, 0.012, 0.025)):
+    # (1 px: 10.9 mm median since depth decides a range more than 2.8 cm off its own guess, issue 19; 10.3 before)
+    for sigma, med, p90 in ((1.0, 0.0115, 0.02), (2.0, 0.012, 0.025)):
         err_fit, range_fit, range_pnp = [], [], []
         for T in _grasps(sc, 30, seed=12):
             kp = keypoints_2d(T, cam) + rng.normal(0, sigma, (5, 2))
@@ -224,19 +225,35 @@ def test_range_from_depth_under_keypoint_noise():
             range_fit.append(abs(d_fit @ ray))
             range_pnp.append(abs(d_pnp @ ray))
         assert np.median(err_fit) < med and np.percentile(err_fit, 90) < p90, (sigma, np.median(err_fit))
-        # along the ray, where PnP is weak (measured here: 1 px 8.9 vs 10.3 mm median, 16 vs 26 mm p90;
+        # along the ray, where PnP is weak (measured here: 1 px 10.8 vs 10.3 mm median, 17 vs 22 mm p90 since depth
+        # decides ranges more than 2.8 cm off its own guess (issue 19; 8.9 mm and 16 mm before);
         # 2 px 10.9 vs 31 mm, 22 vs 67 mm)
-        gain = 0.75 if sigma < 2 else 0.5
-        assert np.median(range_fit) < np.median(range_pnp) * (1.0 if sigma < 2 else gain)
+        gain = 0.8 if sigma < 2 else 0.5
+        assert np.median(range_fit) < np.median(range_pnp) * (1.1 if sigma < 2 else gain)
         assert np.percentile(range_fit, 90) < gain * np.percentile(range_pnp, 90)
 
 
-def test_range_that_disagrees_with_depth_is_rejected(scene):
-    """Keypoints drawn 40 % too small put PnP's gripper far behind the small box it aims at: rejected."""
+@pytest.mark.parametrize("scale", [0.6, 0.9, 0.95, 1.05, 1.1, 1.2])
+def test_scaled_skeleton_takes_its_range_from_the_objects_depth(scene, scale):
+    """A skeleton drawn 5-40 % too small or too large fits PnP without residual and puts its grasp point
+    centimetres off along the ray, in front of or far behind the small box it aims at; the box's depth is at the
+    grasp point's pixel, so depth decides the range (issue 19): within 3.5 cm of the truth along the ray."""
     T = _grasps(scene, 1, seed=13)[0]
     kp = keypoints_2d(T, scene.camera)
-    fit = fit_grasp(kp[0] + (kp - kp[0]) * 0.6, DepthLifter(scene.camera, scene.depth_m, plane=scene.plane_cam))
-    assert not fit.valid and "disagrees with the depth" in fit.reason, fit.reason
+    lf = DepthLifter(scene.camera, scene.depth_m, plane=scene.plane_cam)
+    gp_true = (T @ np.array([0, 0, GRASP_DEPTH, 1.0]))[:3]
+    fit = fit_grasp(kp[0] + (kp - kp[0]) * scale, lf)
+    no_depth = DepthLifter(scene.camera, np.full_like(scene.depth_m, np.nan), plane=scene.plane_cam)
+    plain = fit_grasp(kp[0] + (kp - kp[0]) * scale, no_depth)
+    gp = (fit.T_cam_gripper @ np.array([0, 0, GRASP_DEPTH, 1.0]))[:3]
+    gp_plain = (plain.T_cam_gripper @ np.array([0, 0, GRASP_DEPTH, 1.0]))[:3]
+    assert fit.valid and fit.range_source == "depth", fit.reason
+    # along the viewing direction (the scaled skeleton's grasp point also sits on another pixel: refinement's job)
+    ray = gp_true / np.linalg.norm(gp_true)
+    err, err_plain = abs((gp - gp_true) @ ray), abs((gp_plain - gp_true) @ ray)
+    assert err_plain > 0.02  # PnP's own range is far off
+    # depth's guess (half the measured thickness behind the top, +8 mm) is ~1-3 cm off this synthetic grasp
+    assert err < 0.035 and err < 0.6 * err_plain, (err, err_plain, fit.reason)
 
 
 def test_finger_tips_kept_above_the_support_plane():

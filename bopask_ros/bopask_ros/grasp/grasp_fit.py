@@ -25,7 +25,10 @@ How (decided and tested in tests/test_grasp_fit.py):
    surface plus 8 mm, sd 14 mm), restricted to that interval (which also ends where the ray comes within the
    tips' clearance of the support plane, when there is one): PnP's range where it is sharp
    (exact keypoints stay exact; a uniformly mis-scaled skeleton, which fits without residual, moves onto the
-   interval's nearest end), the interval's middle where PnP is vague. A PnP range more than 3 sigma (the
+   interval's nearest end), the interval's middle where PnP is vague. Where the surface at the grasp point's
+   pixel is an object's (1 cm or more above the support plane) and PnP's range lies more than 2 ``_DEPTH_SIGMA``
+   from depth's own guess, depth decides alone (``range_source="depth"``): a skeleton scaled by a few per cent
+   fits PnP without residual, and its range is centimetres off. Otherwise a PnP range more than 3 sigma (the
    declared ``pixel_sigma`` or the residual's, whichever is larger) behind the
    interval disagrees with depth and the grasp is rejected (the gripper would be inside or behind what the
    camera sees); one more than 3 sigma in front keeps PnP's range (thin parts such as handles show the
@@ -71,6 +74,11 @@ _MIN_THICKNESS = 0.02
 #: lies 3.2 cm behind the surface at its pixel, median; half the measured width + 8 mm: bias 1.5 mm, sd 14 mm)
 _DEPTH_OFFSET = 0.008
 _DEPTH_SIGMA = 0.014
+#: PnP's range is kept (fused with depth's) while it lies within this many ``_DEPTH_SIGMA`` of depth's own guess;
+#: beyond, depth decides (issue 19: a skeleton scaled by 5 % is ~5 cm off in range at 1 m and fits without residual)
+_PNP_AGREES = 2.0
+#: a visible surface this far above the support plane is an object's (m)
+_OBJECT_HEIGHT = 0.01
 #: the mirror PnP solution whose approach is this much closer to "down into the support" is preferred
 _MIRROR_ANGLE_DEG = 30.0
 
@@ -138,7 +146,18 @@ def _clear_support(T: NDArray[np.float64], lifter: DepthLifter, valid: bool, ran
     T[:3, 3] += gp * (f - 1.0)
     notes.append(f"slid {shift:.3f} m back along the ray: the finger tips were {-lowest:.3f} m below the "
                  f"support surface")
-    return T, valid, "pnp+depth"
+    return T, valid, "pnp+depth" if range_source == "pnp" else range_source
+
+
+def _on_object(lifter: DepthLifter, gp: NDArray[np.float64], d_g: float) -> bool:
+    """Whether the visible surface at the grasp point's pixel (depth ``d_g`` on the grasp point's ray) is an
+    object's: at least ``_OBJECT_HEIGHT`` above the support plane; True without a plane (nothing says it is not)."""
+    try:
+        plane = lifter.support_plane()
+    except ValueError:
+        return True
+    surface = gp * (d_g / float(gp[2]))
+    return float(plane.signed_distance(surface[None])[0]) >= _OBJECT_HEIGHT
 
 
 def _into_support(lifter: DepthLifter) -> NDArray[np.float64] | None:
@@ -172,7 +191,9 @@ class GraspFit:
     residual_px: float
     rules: list[LiftRule]
     keypoints_3d: NDArray[np.float64] = field(default_factory=lambda: np.full((5, 3), np.nan))
-    range_source: str = "pnp"  # "pnp" | "pnp+depth" (slid along the ray onto the depth interval)
+    #: "pnp" (no object depth at the grasp point) | "pnp+depth" (PnP's range, slid onto the depth interval) |
+    #: "depth" (the object's depth decided the range: PnP's disagreed with it)
+    range_source: str = "pnp"
 
 
 def _pose(rvec: NDArray[np.float64], tvec: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -306,7 +327,22 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
         z_floor = _depth_above_support(lifter, gp, TIP_CLEARANCE + 0.002)
         if z_floor is not None and lo < z_floor < hi:
             hi = z_floor
-        if z_g > hi + 3.0 * sigma_z:
+        c = d_g + 0.5 * thick + _DEPTH_OFFSET  # depth's own guess of the grasp point's range
+        if _on_object(lifter, gp, d_g) and abs(z_g - c) > _PNP_AGREES * _DEPTH_SIGMA:
+            # the object's depth is there and PnP's range disagrees with it (a scaled skeleton fits PnP without
+            # residual, so its range cannot be trusted over the depth image): depth decides
+            # the thickness measured at PnP's wrong range sees a wrongly scaled closing line: measure it again with
+            # the grasp point 2 cm behind the surface, then place it
+            T_near = T.copy()
+            T_near[:3, 3] += gp * ((d_g + _MIN_THICKNESS) / z_g - 1.0)
+            w_near = measure_width(T_near, lifter, margin=0.0)
+            thick = float(np.clip(w_near if w_near is not None else _MIN_THICKNESS, _MIN_THICKNESS, MAX_OPENING))
+            target = float(np.clip(d_g + 0.5 * thick + _DEPTH_OFFSET, lo, hi))
+            T[:3, 3] += gp * (target / z_g - 1.0)
+            range_source = "depth"
+            notes.append(f"range from depth: moved {target - z_g:+.3f} m along the ray (PnP's range disagreed "
+                         f"with the object's depth; object {thick:.3f} m thick behind the surface)")
+        elif z_g > hi + 3.0 * sigma_z:
             valid = False
             notes.append(f"grasp point {z_g - d_g:.3f} m behind the visible surface (PnP range disagrees with "
                          f"the depth by more than 3 sigma = {3 * sigma_z:.3f} m)")
@@ -315,7 +351,7 @@ def fit_grasp(keypoints_2d: ArrayLike, lifter: DepthLifter, *, pixel_sigma: floa
                          f"range from PnP")
         else:
             # depth's own guess: half the thickness behind the surface, plus _DEPTH_OFFSET; fused with PnP
-            c, s_d = d_g + 0.5 * thick + _DEPTH_OFFSET, _DEPTH_SIGMA
+            s_d = _DEPTH_SIGMA
             w_p, w_d = 1.0 / sigma_est**2, 1.0 / s_d**2
             target = _truncated_mean((z_g * w_p + c * w_d) / (w_p + w_d), float(np.sqrt(1.0 / (w_p + w_d))), lo, hi)
             if abs(target - z_g) > 5e-4:
