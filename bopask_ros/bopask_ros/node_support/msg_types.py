@@ -24,7 +24,7 @@ def msgs_dir() -> Path:
     ``share/bopask_msgs`` (BOPASK_MSGS_DIR overrides)."""
     env = os.environ.get("BOPASK_MSGS_DIR")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "bopask_msgs")
+    candidates.append(Path(__file__).resolve().parents[3] / "bopask_msgs")
     prefix = os.environ.get("AMENT_PREFIX_PATH", "")
     candidates += [Path(p) / "share" / "bopask_msgs" for p in prefix.split(os.pathsep) if p]
     for c in candidates:
