@@ -36,6 +36,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_frame_lead_s", 0.5, "a goal is refused when the latest frame is stamped this far ahead of the "
               "node's clock (s): the clock went back (bag loop) and no frame of the new pass came yet"),
     ParamSpec("depth_scale", 1.0, "16UC1 depth units are depth_scale millimetres"),
+    ParamSpec("min_depth_valid_fraction", 0.2, "a frame whose depth is finite and > 0 in less than this fraction "
+              "of the central region of the image has no usable depth: goals that need depth end with the reason"),
     # VLM
     ParamSpec("vlm_client", "openai", "openai: an OpenAI-compatible server (vLLM); oracle: answers from the QA "
               "records of oracle_records (replay, tests, benchmarks)", ("openai", "oracle")),
@@ -44,14 +46,22 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("vlm_model", "bopask", "model name as served"),
     ParamSpec("vlm_convention", "pixels", "coordinate convention of the model's answers",
               ("pixels", "resized_pixels", "normalized_1", "normalized_1000")),
-    ParamSpec("vlm_timeout_s", 30.0, "per-request timeout (s)"),
+    ParamSpec("vlm_timeout_s", 30.0, "total deadline of one VLM request, connect to the answer's last byte (s)"),
     ParamSpec("vlm_retries", 2, "retries after a timeout / 5xx / unreachable server"),
+    ParamSpec("vlm_total_timeout_s", 0.0, "total deadline of a goal's VLM question, retries and backoff included "
+              "(s); 0 = vlm_timeout_s x (vlm_retries + 1)"),
+    ParamSpec("vlm_max_response_bytes", 262144, "a larger VLM answer is refused unread (an answer is a few "
+              "hundred bytes)"),
+    ParamSpec("goal_max_description_chars", 500, "longest object description, relation or question a goal may "
+              "carry (characters)"),
     ParamSpec("vlm_api_key_env", "BOPASK_VLM_API_KEY", "environment variable holding the API key"),
     # frames and lifting
     ParamSpec("planning_frame", "panda_link0", "robot base frame targets are expressed in"),
     ParamSpec("tf_source", "tf2", "camera pose from the TF tree (tf2: tf2_ros buffer + listener) or from a fixed "
               "calibration (calibration_file or the calibration.* parameters)", ("tf2", "calibration")),
     ParamSpec("tf_timeout_s", 0.5, "how long to wait for the camera transform at the image stamp (s)"),
+    ParamSpec("tf_first_timeout_s", 5.0, "tf_source tf2: how long the first goals wait for the camera transform "
+              "until one has come (/tf_static can arrive seconds after the node starts) (s)"),
     ParamSpec("calibration_file", "", "camera extrinsic YAML (config/camera_calibration.yaml layout); tf_source "
               "calibration; empty: the calibration.* parameters"),
     ParamSpec("calibration.parent_frame", "", "calibration without a file: the frame the camera pose is given in"),
@@ -178,7 +188,9 @@ class NodeParams:
             return {"type": "oracle", "convention": self["vlm_convention"]}
         return {"type": "openai", "base_url": self["vlm_endpoint"], "model": self["vlm_model"],
                 "convention": self["vlm_convention"], "timeout_s": self["vlm_timeout_s"],
-                "retries": self["vlm_retries"], "api_key_env": self["vlm_api_key_env"]}
+                "retries": self["vlm_retries"], "api_key_env": self["vlm_api_key_env"],
+                "total_timeout_s": self["vlm_total_timeout_s"] or None,
+                "max_response_bytes": self["vlm_max_response_bytes"]}
 
 
 # -- camera calibration (tf_source: calibration) ------------------------------------------------------

@@ -28,7 +28,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STREAMS", "CameraSync", "SyncStats", "SyncedFrame"]
+__all__ = ["STREAMS", "CameraSync", "DepthHealth", "SyncStats", "SyncedFrame", "depth_valid_fraction",
+           "frame_size_mismatch"]
 
 #: the three streams of one frame
 STREAMS: tuple[str, ...] = ("color", "depth", "info")
@@ -52,6 +53,7 @@ class SyncStats:
     frames: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
     resets: int = 0
+    unpaired: int = 0  # messages that found no set although every stream had messages waiting
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class CameraSync:
         self._seq = itertools.count()
         self._last_ns: int | None = None
         self._epoch = 0
+        self._mismatch: str | None = None
         self._lock = threading.Lock()
 
     def add(self, stream: str, stamp_ns: int, msg: Any) -> SyncedFrame | None:
@@ -93,6 +96,15 @@ class CameraSync:
             q.append(entry)
             match = self._match(stream, entry)
             if match is None:
+                if all(self._queues[s] for s in STREAMS):
+                    # every stream has messages, none pair with this one: the stamps disagree beyond the slop
+                    self.stats.unpaired += 1
+                    newest = {s: self._queues[s][-1].stamp_ns for s in STREAMS}
+                    spread = max(newest.values()) - min(newest.values())
+                    self._mismatch = (f"{stream} message stamped {stamp_ns * 1e-9:.3f} s pairs with nothing: the "
+                                      "newest stamps are " + ", ".join(f"{s} {t * 1e-9:.3f}" for s, t in newest.items())
+                                      + f" (spread {spread * 1e-6:.1f} ms, sync_slop_s {self.slop_ns * 1e-9:g} s); "
+                                      f"{self.stats.unpaired} unpaired so far")
                 return None
             for s, e in match.items():
                 # the members, and everything that arrived before them, leave their queues
@@ -126,7 +138,80 @@ class CameraSync:
                 best = (*key, {stream: entry, others[0]: a, others[1]: b})
         return None if best is None else best[2]
 
+    def take_mismatch(self) -> str | None:
+        """What the last message that paired with nothing (every stream having messages) looked like, once;
+        None when there was none since the last call. For a rate-limited log line."""
+        with self._lock:
+            out, self._mismatch = self._mismatch, None
+            return out
+
     def pending(self) -> dict[str, int]:
         """Messages waiting per stream."""
         with self._lock:
             return {s: len(q) for s, q in self._queues.items()}
+
+
+# -- checks of a paired set ------------------------------------------------------------------------------
+def frame_size_mismatch(color_hw: tuple[int, int], depth_hw: tuple[int, int] | None,
+                        info_wh: tuple[int, int]) -> str | None:
+    """Why the colour image (rows, cols), the aligned depth (rows, cols; None: none) and camera_info (width,
+    height) of one set do not describe one image, naming the stream at fault; None when they agree."""
+    (ch, cw), (iw, ih) = color_hw, info_wh
+    if (iw, ih) != (cw, ch):
+        return (f"camera_info is {iw}x{ih} but the colour image is {cw}x{ch} (camera_info of another stream or "
+                "resolution)")
+    if depth_hw is not None and tuple(depth_hw) != (ch, cw):
+        return (f"depth is {depth_hw[1]}x{depth_hw[0]} but the colour image and camera_info are {cw}x{ch} (the "
+                "depth must be aligned to the colour image: aligned_depth_to_color)")
+    return None
+
+
+def depth_valid_fraction(depth_m: Any, roi_fraction: float = 0.5) -> float:
+    """Fraction of the pixels of the central region (``roi_fraction`` of the width and of the height) whose depth
+    is finite and > 0: where a tabletop scene's objects are. 0 for an empty image."""
+    import numpy as np
+
+    d = np.asarray(depth_m)
+    if d.ndim != 2 or d.size == 0:
+        return 0.0
+    h, w = d.shape
+    mh, mw = int(round(h * (1 - roi_fraction) / 2)), int(round(w * (1 - roi_fraction) / 2))
+    roi = d[mh:h - mh or None, mw:w - mw or None]
+    if roi.size == 0:
+        roi = d
+    with np.errstate(invalid="ignore"):
+        return float(np.count_nonzero(np.isfinite(roi) & (roi > 0)) / roi.size)
+
+
+class DepthHealth:
+    """Whether the depth stream is usable, judged per frame by :func:`depth_valid_fraction` against
+    ``min_fraction``; :meth:`update` reports the start and the end of an episode of bad depth once each."""
+
+    def __init__(self, min_fraction: float, roi_fraction: float = 0.5) -> None:
+        if not 0.0 <= float(min_fraction) <= 1.0:
+            raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
+        self.min_fraction = float(min_fraction)
+        self.roi_fraction = float(roi_fraction)
+        self.bad = False
+        self.episodes = 0
+
+    def judge(self, depth_m: Any) -> str | None:
+        """None when the depth is usable, else why not (a goal's reason)."""
+        f = depth_valid_fraction(depth_m, self.roi_fraction)
+        if f >= self.min_fraction and f > 0.0:
+            return None
+        return (f"the depth image is dead or unusable: {100 * f:.0f} % of the central region has a valid depth "
+                f"(finite and > 0; min_depth_valid_fraction {100 * self.min_fraction:.0f} %)")
+
+    def update(self, depth_m: Any) -> tuple[str, str] | None:
+        """Judge one frame: ("bad", reason) when an episode of bad depth starts, ("good", "") when it ends, else
+        None."""
+        why = self.judge(depth_m)
+        if why is not None and not self.bad:
+            self.bad = True
+            self.episodes += 1
+            return "bad", why
+        if why is None and self.bad:
+            self.bad = False
+            return "good", ""
+        return None

@@ -33,8 +33,11 @@ __all__ = [
     "ExtrapolationError",
     "FrameNotFoundError",
     "InvalidTransformError",
+    "TF2_ERRORS",
     "TransformBuffer",
     "TransformError",
+    "TransformWait",
+    "map_tf2_error",
     "stamp_to_sec",
     "transform_from_msg",
 ]
@@ -300,3 +303,78 @@ class TransformBuffer:
             raise ConnectivityError(f"cannot transform {source!r} to {target!r}: they are in different trees "
                                     f"(roots {a_s[-1]!r} and {a_t[-1]!r})")
         return a_s[:a_s.index(common)], a_t[:a_t.index(common)], common
+
+
+# -- waiting for a transform (the tf2 adapter of the node) ----------------------------------------------
+#: tf2's exception class names -> ours, most specific first (tf2_py's classes all derive TransformException)
+TF2_ERRORS: tuple[tuple[str, type[TransformError]], ...] = (
+    ("ExtrapolationException", ExtrapolationError),
+    ("ConnectivityException", ConnectivityError),
+    ("LookupException", FrameNotFoundError),
+    ("InvalidArgumentException", InvalidTransformError),
+    ("TransformException", TransformError),
+)
+
+
+def map_tf2_error(error: BaseException, tf2: Any) -> TransformError | None:
+    """``error`` raised by tf2_ros (``tf2``: the module) as the core's :class:`TransformError` subclass of the
+    same meaning, its message kept; None when it is not a tf2 error."""
+    for name, ours in TF2_ERRORS:
+        cls = getattr(tf2, name, None)
+        if isinstance(cls, type) and isinstance(error, cls):
+            return ours(str(error))
+    return None
+
+
+class TransformWait:
+    """How long a camera-pose lookup may wait, and waiting in slices that a cancel ends.
+
+    Until one lookup has succeeded a lookup waits ``first_timeout_s`` (a TF tree is often not complete when the
+    node starts: /tf_static from another process came 1-2 s after the node); after that ``timeout_s``. A lookup
+    is tried every ``slice_s`` (each try may itself wait up to ``slice_s``) until it succeeds, the time is up
+    (the last error is raised, saying how long it waited), or ``canceled()`` (a :class:`TransformError` saying
+    so). Malformed input (:class:`InvalidTransformError`) is raised at once. Thread-safe enough: the flag is a
+    bool set once."""
+
+    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, slice_s: float = 0.05,
+                 clock: Any = None, sleep: Any = None) -> None:
+        import time
+
+        self.timeout_s = max(0.0, float(timeout_s))
+        self.first_timeout_s = max(self.timeout_s, float(first_timeout_s if first_timeout_s is not None
+                                                          else timeout_s))
+        self.slice_s = max(1e-3, float(slice_s))
+        self.ready = False  # a lookup has succeeded
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or time.sleep
+
+    @property
+    def current_timeout_s(self) -> float:
+        return self.timeout_s if self.ready else self.first_timeout_s
+
+    def run(self, try_lookup: Any, canceled: Any = None) -> Any:
+        """``try_lookup(wait_s)`` (raises TransformError when the transform is not there within ``wait_s``)
+        until it returns; see the class docstring."""
+        budget = self.current_timeout_s
+        start = self._clock()
+        while True:
+            if canceled is not None and canceled():
+                raise TransformError("canceled while waiting for the camera transform")
+            left = budget - (self._clock() - start)
+            t0 = self._clock()
+            try:
+                out = try_lookup(max(0.0, min(self.slice_s, left)))
+            except InvalidTransformError:
+                raise
+            except TransformError as e:
+                waited = self._clock() - start
+                if waited >= budget:
+                    note = "" if self.ready else " (no transform has come since the node started)"
+                    raise type(e)(f"{e} [waited {waited:.2f} s{note}]") from e
+                # a try that returned at once (no wait of its own) sleeps out its slice
+                rest = self.slice_s - (self._clock() - t0)
+                if rest > 0:
+                    self._sleep(min(rest, max(0.0, budget - waited)))
+                continue
+            self.ready = True
+            return out

@@ -30,6 +30,7 @@ from bopask_ros.replay.bag_reader import BagData, read_bag
 from bopask_vlm.answers.types import Task
 from bopask_vlm.eval import metrics as M
 from bopask_vlm.eval.scoring import SceneGT, gt_answer, rearrangement_objects, score_answer, trajectory_objects
+from bopask_vlm.goal_fields import GoalFieldError, validate_goal_fields
 
 __all__ = ["ReplayReport", "latency_stats", "replay_bag", "score_3d"]
 
@@ -164,7 +165,12 @@ def replay_bag(bag: str | Path | BagData, client: Any, *, out_dir: str | Path | 
         if bf is None:
             skipped += 1
             continue
-        goal = Goal(task=rec.task, objects=[o.description for o in rec.objects], question=rec.question, record=rec)
+        try:  # the same goal-field checks as the node's and bopask ask's
+            fields = validate_goal_fields(rec.task, [o.description for o in rec.objects], None, rec.question)
+        except GoalFieldError as e:
+            data.errors.append(f"record {rec.id}: bad goal: {e}")
+            continue
+        goal = Goal(task=fields.task, objects=list(fields.objects), question=fields.question, record=rec)
         res = pipe.run(bf.frame, goal)
         if on_result is not None:
             on_result(rec, res)

@@ -56,14 +56,16 @@ from bopask_ros.node_support.goal_gate import GoalGate
 from bopask_ros.node_support.markers import result_markers
 from bopask_ros.node_support.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
 from bopask_ros.node_support.stop_signals import StopSignals
-from bopask_ros.perception.camera_sync import CameraSync
+from bopask_ros.perception.camera_sync import CameraSync, DepthHealth, frame_size_mismatch
 from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
-from bopask_ros.perception.tf_buffer import ExtrapolationError, FrameNotFoundError, TransformError
+from bopask_ros.perception.tf_buffer import TransformError, TransformWait, map_tf2_error
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
 from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
 from bopask_vlm.answers import Task
 from bopask_vlm.clients import VLMError
+from bopask_vlm.clients.deadline import DaemonWorkers, VLMCanceled, cancel_scope, current_cancel
 from bopask_vlm.geometry import make_transform
+from bopask_vlm.goal_fields import GoalFieldError, GoalFields, validate_goal_fields
 
 ACTIONS = {  # action name -> (interface class name, task)
     "grasp": ("Grasp", Task.GRASP),
@@ -91,10 +93,13 @@ def _lookup_class(type_name: str) -> Any:
 
 # -- camera pose sources ---------------------------------------------------------------------------
 class Tf2Adapter:
-    """tf2_ros.Buffer with the ROS-free TransformBuffer's lookup signature and errors. The buffer runs
-    on the node's clock (``Buffer(node=...)``), so sim time and its jumps (bag loops) are followed."""
+    """tf2_ros.Buffer with the ROS-free TransformBuffer's lookup signature and errors (tf2's Lookup, Connectivity,
+    Extrapolation exceptions as FrameNotFoundError, ConnectivityError, ExtrapolationError). The buffer runs on the
+    node's clock (``Buffer(node=...)``), so sim time and its jumps (bag loops) are followed. A lookup waits in
+    slices (:class:`bopask_ros.perception.tf_buffer.TransformWait`): ``first_timeout_s`` until the first transform
+    came, then ``timeout_s``; the goal's cancel (:func:`bopask_vlm.clients.deadline.current_cancel`) ends it."""
 
-    def __init__(self, node: Node, timeout_s: float) -> None:
+    def __init__(self, node: Node, timeout_s: float, first_timeout_s: float | None = None) -> None:
         try:
             import tf2_ros
         except ImportError as e:
@@ -105,20 +110,24 @@ class Tf2Adapter:
         self.buffer = tf2_ros.Buffer(node=node)
         self.listener = tf2_ros.TransformListener(self.buffer, node)
         self.timeout_s = timeout_s
+        self.wait = TransformWait(timeout_s, first_timeout_s)
 
     def lookup_transform(self, target: str, source: str, stamp: float | None) -> np.ndarray:
         from rclpy.duration import Duration
         from rclpy.time import Time
 
         when = Time() if not stamp else Time(nanoseconds=int(round(stamp * 1e9)))
-        try:
-            t = self.buffer.lookup_transform(target, source, when, timeout=Duration(seconds=self.timeout_s))
-        except self._tf2.ExtrapolationException as e:
-            raise ExtrapolationError(str(e)) from e
-        except self._tf2.LookupException as e:
-            raise FrameNotFoundError(str(e)) from e
-        except self._tf2.TransformException as e:
-            raise TransformError(str(e)) from e
+
+        def once(wait_s: float) -> Any:
+            try:
+                return self.buffer.lookup_transform(target, source, when, timeout=Duration(seconds=wait_s))
+            except Exception as e:
+                mapped = map_tf2_error(e, self._tf2)
+                if mapped is None:
+                    raise
+                raise mapped from e
+
+        t = self.wait.run(once, current_cancel())
         r, p = t.transform.rotation, t.transform.translation
         return make_transform([r.x, r.y, r.z, r.w], [p.x, p.y, p.z])
 
@@ -153,19 +162,21 @@ class CalibrationTF:
 SHUTTING_DOWN = "the node is shutting down"
 
 
-class VLMCanceled(VLMError):
-    """The goal was canceled while its VLM request was in flight."""
-
-
 class CancellableClient:
-    """A VLM client whose ``ask`` returns as soon as the calling goal is canceled: the request runs on a
-    worker thread (its answer is dropped when it comes) while the goal's thread polls the cancel flag."""
+    """A VLM client whose ``ask`` returns as soon as the calling goal is canceled or the node stops.
+
+    A client that can abort its own request (``supports_cancel``: the OpenAI client) runs on the goal's thread
+    under :func:`bopask_vlm.clients.deadline.cancel_scope`: a cancel closes its connection and ends its retries,
+    so nothing of the goal is left running. Any other client (oracle, transformers) runs on
+    :class:`~bopask_vlm.clients.deadline.DaemonWorkers`: a queued request is dropped on cancel, a running one is
+    abandoned (its answer dropped when it comes) and never holds the process at exit."""
 
     def __init__(self, client: Any, poll_s: float = 0.05, workers: int = 4) -> None:
         self.client = client
         self.model = getattr(client, "model", "")
         self.poll_s = float(poll_s)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlm")
+        self._workers: DaemonWorkers | None = None
+        self._n_workers = int(workers)
         self._local = threading.local()
         self._closed = threading.Event()
 
@@ -179,26 +190,42 @@ class CancellableClient:
             raise VLMError(SHUTTING_DOWN)
         if canceled is None:
             return self.client.ask(request)
+
+        def stop() -> bool:
+            return self._closed.is_set() or canceled()
+
+        if getattr(self.client, "supports_cancel", False):
+            try:
+                with cancel_scope(stop):
+                    return self.client.ask(request)
+            except VLMCanceled:
+                if self._closed.is_set():
+                    raise VLMError(SHUTTING_DOWN) from None
+                raise VLMCanceled("canceled while waiting for the VLM answer") from None
+        if self._workers is None:
+            self._workers = DaemonWorkers(self._n_workers)
         try:
-            fut = self._pool.submit(self.client.ask, request)
+            fut = self._workers.submit(self.client.ask, request)
         except RuntimeError:  # shut down between the check and the submit
             raise VLMError(SHUTTING_DOWN) from None
         while True:
             try:
                 return fut.result(timeout=self.poll_s)
             except concurrent.futures.TimeoutError:
-                if canceled():
+                if stop():
+                    fut.cancel()  # a queued request never runs
+                    if self._closed.is_set():
+                        raise VLMError(SHUTTING_DOWN) from None
                     raise VLMCanceled("canceled while waiting for the VLM answer") from None
-                if self._closed.is_set():
-                    raise VLMError(SHUTTING_DOWN) from None
-            except concurrent.futures.CancelledError:  # queued in the pool when it shut down
+            except concurrent.futures.CancelledError:
                 raise VLMError(SHUTTING_DOWN) from None
 
     def shutdown(self) -> None:
-        """Stop: requests waiting (or asked from now on) end with :data:`SHUTTING_DOWN`; the worker threads
-        are not joined (a request in flight is dropped when it returns)."""
+        """Stop: requests in flight end within ``poll_s`` with :data:`SHUTTING_DOWN` (an OpenAI request's
+        connection is closed), and so do those asked from now on; no thread is waited for."""
         self._closed.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.shutdown()
 
 
 class RecordIndex:
@@ -245,6 +272,7 @@ class BopaskNode(Node):
         self.factory = MessageFactory(_lookup_class)
         self.cb = ReentrantCallbackGroup()
         self.sync = CameraSync(self.params["sync_slop_s"], self.params["sync_queue_size"])
+        self.depth_health = DepthHealth(self.params["min_depth_valid_fraction"])
         self.frames = FrameCache(self.params["max_frame_age_s"], self.params["max_frame_lead_s"])
         self.gate = GoalGate(self.params["busy_policy"], self.params["queue_size"])
         self._pending: dict[int, tuple[Any, int]] = {}  # id(goal request) -> (request, ticket), until accepted
@@ -273,7 +301,7 @@ class BopaskNode(Node):
         self.debug_pub = self.create_publisher(Image, "~/debug_image", 2)
         self.servers = [
             ActionServer(self, _lookup_class(f"bopask_msgs/action/{iface}"), f"~/{name}",
-                         execute_callback=self._executor_for(name), goal_callback=self._on_goal,
+                         execute_callback=self._executor_for(name), goal_callback=self._goal_callback_for(name),
                          handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel,
                          callback_group=self.cb)
             for name, (iface, _) in ACTIONS.items()
@@ -289,7 +317,7 @@ class BopaskNode(Node):
     def _make_tf(self) -> Any:
         self.calibration: CameraCalibration | None = None
         if self.params["tf_source"] == "tf2":
-            return Tf2Adapter(self, self.params["tf_timeout_s"])
+            return Tf2Adapter(self, self.params["tf_timeout_s"], self.params["tf_first_timeout_s"])
         cal = calibration_of(self.params)
         if cal is None and self.params["motion_backend"] == "sim":
             from bopask_ros.ros.sim_backend import default_sim_calibration
@@ -383,8 +411,41 @@ class BopaskNode(Node):
         here may leave the callback (it would end the executor's spin): bad messages are logged and dropped."""
         try:
             st = msg.header.stamp
-            synced = self.sync.add(stream, int(st.sec) * 1_000_000_000 + int(st.nanosec), msg)
-            if synced is None:
+            stamp_ns = int(st.sec) * 1_000_000_000 + int(st.nanosec)
+        except Exception as e:  # no header: this message is the bad one
+            self.get_logger().warn(f"dropping {stream} message: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+            return
+        try:
+            synced = self.sync.add(stream, stamp_ns, msg)
+        except Exception as e:
+            self.get_logger().warn(f"dropping {stream} message: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+            return
+        if synced is None:
+            mismatch = self.sync.take_mismatch()
+            if mismatch is not None:
+                self.get_logger().warn(f"camera streams do not pair: {mismatch}", throttle_duration_sec=5.0)
+            return
+        self._on_camera_set(synced)
+
+    def _on_camera_set(self, synced: Any) -> None:
+        """A paired set: each message converted on its own (a failure names its stream), the sizes checked
+        against each other, the depth judged; then into the frame cache. Nothing raises out of here."""
+        parts: dict[str, Any] = {}
+        for stream, convert in (("color", lambda: rgb_from_image(synced.color)),
+                                ("depth", lambda: depth_from_image(synced.depth, self.params["depth_scale"])),
+                                ("info", lambda: camera_from_info(synced.info))):
+            try:
+                parts[stream] = convert()
+            except Exception as e:  # this stream's message is the bad one
+                self.get_logger().warn(f"dropping the frame: bad {stream} message: {type(e).__name__}: {e}",
+                                       throttle_duration_sec=5.0)
+                return
+        rgb, depth, camera = parts["color"], parts["depth"], parts["info"]
+        try:
+            why = frame_size_mismatch(rgb.shape[:2], None if depth is None else depth.shape[:2],
+                                      (int(camera.width), int(camera.height)))
+            if why is not None:
+                self.get_logger().warn(f"dropping the frame: {why}", throttle_duration_sec=5.0)
                 return
             info = synced.info
             if not self._warned_distortion and any(abs(float(v)) > 0 for v in info.d):
@@ -393,18 +454,43 @@ class BopaskNode(Node):
                     f"camera_info has {info.distortion_model} coefficients {list(info.d)}: they are undistorted as "
                     "OpenCV's (forward) Brown-Conrady. realsense-ros labels the colour stream's inverse "
                     "Brown-Conrady as plumb_bob; see bopask_ros.node_support.conversions.camera_from_info")
-            frame = Frame(rgb=rgb_from_image(synced.color),
-                          depth_m=depth_from_image(synced.depth, self.params["depth_scale"]),
-                          camera=camera_from_info(info), stamp=synced.stamp_ns * 1e-9,
+            if depth is not None:
+                event = self.depth_health.update(depth)
+                if event is not None and event[0] == "bad":  # once per episode of bad depth
+                    self.get_logger().warn(f"{event[1]}: goals that need depth will fail until it recovers")
+                elif event is not None:
+                    self.get_logger().info("the depth image is valid again")
+            frame = Frame(rgb=rgb, depth_m=depth, camera=camera, stamp=synced.stamp_ns * 1e-9,
                           frame_id=synced.color.header.frame_id)
-            if frame.depth_m is not None and frame.depth_m.shape != frame.rgb.shape[:2]:
-                raise ValueError(f"depth {frame.depth_m.shape[::-1]} is not aligned to the colour image "
-                                 f"{frame.rgb.shape[1::-1]} (use aligned_depth_to_color)")
             self.frames.update(frame, synced.epoch)
-        except Exception as e:  # any bad message is dropped, the node goes on
-            self.get_logger().warn(f"dropping {stream} message: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+        except Exception as e:  # any bad set is dropped, the node goes on
+            self.get_logger().warn(f"dropping the frame: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
 
     # -- actions ---------------------------------------------------------------------------------
+    def _goal_callback_for(self, name: str) -> Callable[[Any], GoalResponse]:
+        iface, task = ACTIONS[name]
+
+        def on_goal(goal_request: Any) -> GoalResponse:
+            try:  # a goal's own bad fields are refused here, with the reason, before it takes a place
+                self._fields_of(goal_request, task)
+            except GoalFieldError as e:
+                self.get_logger().warn(f"{iface} goal rejected: bad goal: {e}")
+                return GoalResponse.REJECT
+            return self._on_goal(goal_request)
+
+        return on_goal
+
+    def _fields_of(self, req: Any, task: Task | None) -> GoalFields:
+        """The goal's fields checked by :func:`bopask_vlm.goal_fields.validate_goal_fields` (GoalFieldError)."""
+        limit = self.params["goal_max_description_chars"]
+        if task is None:
+            return validate_goal_fields(req.task, [req.object_a, req.object_b], req.relation or None,
+                                        req.question or None, yes_no=True, max_chars=limit)
+        objects = [req.object_description]
+        if task is Task.TRAJECTORY:
+            objects.append(req.target_description)
+        return validate_goal_fields(task, objects, None, req.question or None, max_chars=limit)
+
     def _on_goal(self, goal_request: Any) -> GoalResponse:
         ticket, why = self.gate.admit()  # (drops the tickets of goals that never came to exist)
         with self._tickets_lock:
@@ -445,17 +531,13 @@ class BopaskNode(Node):
         return execute
 
     def _goal_of(self, req: Any, task: Task | None) -> Goal:
+        fields = self._fields_of(req, task)  # (GoalFieldError is a ValueError: "bad goal")
         if task is None:
-            task = Task(req.task)
-            objects = [req.object_a, req.object_b]
-            goal = Goal(task, objects, relation=req.relation or None, question=req.question or None)
+            goal = Goal(fields.task, list(fields.objects), relation=fields.relation, question=fields.question)
         else:
-            objects = [req.object_description]
-            if task is Task.TRAJECTORY:
-                objects.append(req.target_description)
             # the robot moves only when the goal asks and the node allows it (whatever the motion backend)
             execute = bool(getattr(req, "execute", False)) and bool(self.params["allow_execution"])
-            goal = Goal(task, objects, question=req.question or None, plan_only=not execute,
+            goal = Goal(fields.task, list(fields.objects), question=fields.question, plan_only=not execute,
                         add_to_planning_scene=bool(getattr(req, "add_to_planning_scene", False)))
         if self.records is not None:
             goal.record = self.records.find(goal)
@@ -505,6 +587,10 @@ class BopaskNode(Node):
                 frame = self.frames.snapshot(self._now())
             except NoFrameError as e:
                 return finish(ResultStatus.LIFT_FAILED, str(e), "NO_FRAME")
+            if not Task(goal.task).is_yes_no and frame.depth_m is not None:
+                dead = self.depth_health.judge(frame.depth_m)  # the answer would be lifted without depth
+                if dead is not None:
+                    return finish(ResultStatus.LIFT_FAILED, dead)
 
             def feedback(stage: Stage) -> None:
                 goal_handle.publish_feedback(self.factory.feedback(iface, stage.value, "", time.monotonic() - t_start))
@@ -512,7 +598,8 @@ class BopaskNode(Node):
             canceled = lambda: goal_handle.is_cancel_requested  # noqa: E731
             self.client.set_cancel(canceled)
             try:
-                result = self.pipeline.run(frame, goal, feedback=feedback, cancel=canceled)
+                with cancel_scope(canceled):  # (the TF wait reads it)
+                    result = self.pipeline.run(frame, goal, feedback=feedback, cancel=canceled)
             finally:
                 self.client.set_cancel(None)
             if result.status != ResultStatus.SUCCEEDED and goal_handle.is_cancel_requested:
@@ -641,7 +728,29 @@ def main(args: list[str] | None = None) -> int:
             get_logger("bopask_node").fatal(f"cannot start: {e}")
             rclpy.try_shutdown()
             return 2
-        return serve(stop, node)
+        rc = serve(stop, node)
+    exit_unless_joined(rc, THREAD_JOIN_S)
+    return rc
+
+
+THREAD_JOIN_S = 1.0  # after the ordered shutdown: how long threads still running may hold the exit
+
+
+def exit_unless_joined(rc: int, timeout_s: float) -> None:
+    """Return once every other non-daemon thread has ended; if one is still running after ``timeout_s`` (a
+    callback stuck in a driver or a motion; Python would wait for it at exit), end the process now with ``rc``."""
+    end = time.monotonic() + timeout_s
+    for t in threading.enumerate():
+        if t is threading.main_thread() or t.daemon:
+            continue
+        t.join(max(0.0, end - time.monotonic()))
+    stuck = [t.name for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if stuck:
+        print(f"bopask_node: {len(stuck)} thread(s) still running after the shutdown ({', '.join(stuck[:4])}); "
+              "exiting without them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(rc)
 
 
 def serve(stop: StopSignals, node: BopaskNode, others: tuple[Node, ...] = ()) -> int:
@@ -651,12 +760,17 @@ def serve(stop: StopSignals, node: BopaskNode, others: tuple[Node, ...] = ()) ->
     executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
     for n in (node, *others):
         executor.add_node(n)
+    forced = False
     try:
         stop_and_drain(executor, stop, node)
     except KeyboardInterrupt:  # the second stop signal: no more waiting
-        pass
+        forced = True
     finally:
-        shutdown_executor(executor)
+        node.stop_goals()  # (again: a forced stop may have come before the drain's)
+        try:
+            shutdown_executor(executor, timeout_s=0.0 if forced else 2.0)
+        except KeyboardInterrupt:  # a second signal while waiting for the callbacks
+            executor.shutdown(timeout_sec=0)
         for n in others:
             n.destroy_node()
         node.close()

@@ -42,15 +42,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bopask_vlm.answers import answer_to_json
     from bopask_vlm.clients import VLMError, VLMRequest, make_client
+    from bopask_vlm.goal_fields import GoalFieldError, validate_goal_fields
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         print(f"bopask ask: cannot read image {args.image}", file=sys.stderr)
         return 2
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    try:  # the same goal-field checks as the node's and replay's
+        fields = validate_goal_fields(args.task, list(args.objects), args.relation)
+    except GoalFieldError as e:
+        print(f"bopask ask: bad goal: {e}", file=sys.stderr)
+        return 2
     try:
         client = make_client(_load_config(args.config, args.endpoint, args.model))
-        resp = client.ask(VLMRequest(args.task, rgb, list(args.objects), relation=args.relation))
+        resp = client.ask(VLMRequest(fields.task, rgb, list(fields.objects), relation=fields.relation))
     except (VLMError, ValueError) as e:
         print(f"bopask ask: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ typed errors with the server's own words, and retries are ours to bound.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from typing import Any
@@ -21,6 +22,13 @@ import numpy as np
 
 from bopask_vlm.answers import CoordConvention, json_schema, model_extent
 from bopask_vlm.clients.base import VLMAnswerError, VLMClient, VLMRequest, VLMServerError
+from bopask_vlm.clients.deadline import (
+    AttemptTimedOut,
+    DeadlineHTTP,
+    ResponseTooLarge,
+    current_cancel,
+    sleep_unless_canceled,
+)
 
 
 def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
@@ -37,10 +45,19 @@ def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
 class OpenAICompatibleClient(VLMClient):
     """Client of an OpenAI-compatible server. ``structured``: "json_schema" (default) or "none"."""
 
+    #: a request stops (connection closed, no retry) once the calling thread's cancel flag is set
+    supports_cancel = True
+
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default",
                  convention: CoordConvention | str = CoordConvention.PIXELS, structured: str = "json_schema",
                  timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5, max_tokens: int = 768,
-                 api_key_env: str = "BOPASK_VLM_API_KEY", jpeg_quality: int = 90) -> None:
+                 api_key_env: str = "BOPASK_VLM_API_KEY", jpeg_quality: int = 90,
+                 total_timeout_s: float | None = None, max_response_bytes: int = 1 << 20) -> None:
+        """``timeout_s``: the total deadline of one attempt (connect to the last byte of the answer, whatever the
+        server does); ``total_timeout_s``: of one question, retries and backoff included (None: ``timeout_s`` x
+        attempts); ``max_response_bytes``: a larger answer is refused unread (an answer is a few hundred bytes).
+        A request stops as soon as the cancel flag of the calling thread is set
+        (:func:`bopask_vlm.clients.deadline.cancel_scope`): its connection is closed and no retry follows."""
         if structured not in ("json_schema", "none"):
             raise ValueError(f"structured must be 'json_schema' or 'none', got {structured!r}")
         self.base_url = base_url.rstrip("/")
@@ -55,6 +72,11 @@ class OpenAICompatibleClient(VLMClient):
         self.max_tokens = int(max_tokens)
         self.jpeg_quality = int(jpeg_quality)
         self.api_key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.total_timeout_s = (self.timeout_s * (self.retries + 1) if total_timeout_s is None
+                                else float(total_timeout_s))
+        if not (self.timeout_s > 0 and self.total_timeout_s > 0):
+            raise ValueError(f"timeouts must be > 0, got timeout_s={timeout_s!r} total_timeout_s={total_timeout_s!r}")
+        self.http = DeadlineHTTP(max_bytes=int(max_response_bytes))
         self.attempts = 0  # total HTTP attempts made, for monitoring
 
     def request_body(self, request: VLMRequest, question: str) -> dict[str, Any]:
@@ -78,19 +100,31 @@ class OpenAICompatibleClient(VLMClient):
     def generate(self, request: VLMRequest, question: str) -> tuple[str, bool]:
         import httpx
 
-        body = self.request_body(request, question)
+        body = json.dumps(self.request_body(request, question)).encode()
         url = f"{self.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {self.api_key}"}
+        canceled = current_cancel()
+        end = time.monotonic() + self.total_timeout_s  # the question's deadline, retries included
         last: str = ""
+        made = 0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                backoff = self.backoff_s * 2 ** (attempt - 1)
+                if time.monotonic() + backoff >= end:
+                    break
+                sleep_unless_canceled(backoff, canceled)
+            left = end - time.monotonic()
+            if left <= 0:
+                break
             self.attempts += 1
+            made += 1
             try:
-                r = httpx.post(url, json=body, headers=headers, timeout=self.timeout_s)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout_s:.1f} s"
+                r = self.http.post(url, body, headers, min(self.timeout_s, left), canceled)
+            except AttemptTimedOut as e:
+                last = str(e)
                 continue
+            except ResponseTooLarge as e:  # the same server would answer the same: no retry
+                raise VLMServerError(f"{url}: {e}") from e
             except httpx.HTTPError as e:
                 last = f"cannot reach {url}: {type(e).__name__}: {e}"
                 continue
@@ -100,7 +134,7 @@ class OpenAICompatibleClient(VLMClient):
             if r.status_code >= 400:  # our request is wrong: retrying will not help
                 raise VLMServerError(f"{url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
             try:
-                data = r.json()
+                data = json.loads(r.content)
                 content = data["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise VLMServerError(f"{url} answered something that is not a chat completion: "
@@ -111,4 +145,7 @@ class OpenAICompatibleClient(VLMClient):
                 raise VLMAnswerError(f"answer cut off at max_tokens={self.max_tokens} (a runaway generation)",
                                      content)
             return content, self.structured == "json_schema"
-        raise VLMServerError(f"VLM server failed after {self.retries + 1} attempts: {last}")
+        if not last:
+            last = "no time left for an attempt"
+        raise VLMServerError(f"VLM server failed after {made} attempt(s) within {self.total_timeout_s:.1f} s "
+                             f"(the deadline per question, retries included): {last}")
