@@ -27,7 +27,9 @@ from bopask_vlm.geometry import CameraModel, transform_points
 from bopask_vlm.gripper import keypoints_3d
 
 __all__ = [
+    "Attempt",
     "Frame",
+    "GraspRefinement",
     "Goal",
     "PipelineResult",
     "PlanOutcome",
@@ -132,17 +134,58 @@ class PipelineResult:
     #: the support plane under the targets in the base frame, ``(normal, offset)`` with
     #: ``normal . x + offset = 0`` (set when a planner will use it; None when unknown)
     support_plane_base: tuple[NDArray[np.float64], float] | None = None
+    #: how the answer became the grasp (``grasp_refine``; None for other tasks)
+    refinement: GraspRefinement | None = None
+    #: every ask of the model in this goal, the last one's answer is ``answer``
+    attempts: list[Attempt] = field(default_factory=list)
+    #: the collision repair of a path: largest waypoint displacement (m) and what was done ("" = nothing)
+    path_moved_m: float = 0.0
+    path_repair: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status == ResultStatus.SUCCEEDED
 
 
+@dataclass
+class GraspRefinement:
+    """How the answer's grasp became the executed one: ``mode`` none|local, distance and angle moved from the
+    answer's own fit, the chosen candidate's score, candidates checked, where the range came from, the answer's
+    own pose (base frame, M2T2 skeleton), the reason; ``seconds`` spent."""
+
+    mode: str
+    refined: bool = False
+    moved_m: float = 0.0
+    moved_deg: float = 0.0
+    score: float = 0.0
+    candidates: int = 0
+    range_source: str = ""
+    answer_pose_base: NDArray[np.float64] | None = None
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Attempt:
+    """One ask of the model: its index, the answer's points, and its failure kind and reason ("" = used)."""
+
+    index: int
+    points: NDArray[np.float64]
+    failure: str = ""
+    reason: str = ""
+    status: str = ""
+
+
+#: failures a new answer can cure: the pipeline asks again (``max_attempts``) naming them
+_RETRYABLE = {"lift_failed", "safety_rejected", "plan_failed"}
+
+
 class _Stop(Exception):
-    def __init__(self, status: ResultStatus, reason: str) -> None:
+    def __init__(self, status: ResultStatus, reason: str, kind: str = "") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind or {"safety_rejected": "unsafe", "plan_failed": "unreachable"}.get(status.value, status.value)
 
 
 class TaskPipeline:
@@ -159,13 +202,27 @@ class TaskPipeline:
     plane then comes from TF instead of a RANSAC fit of each frame's depth; None: fit it);
     ``place_clearance``: how far above its support the last waypoint of a path stands (the datagen's
     ``trajectories.LIFT``: A is released that much above B);
-    ``lifter_kwargs``: passed to :class:`bopask_ros.perception.lifting.DepthLifter`.
+    ``lifter_kwargs``: passed to :class:`bopask_ros.perception.lifting.DepthLifter`;
+    ``grasp_refine``: ``"none"`` executes the answer's fitted grasp, ``"local"`` the best executable grasp near it
+    (:func:`bopask_ros.grasp.refine.refine_grasp`, ``refine_params``; safety and the planner's optional
+    ``grasp_problem(T_base_skeleton) -> str | None`` accept candidates);
+    ``max_attempts``: asks of the model per goal: an answer that fails lifting, refinement, safety or planning
+    (before anything moved) is asked again with the failure named (:mod:`bopask_vlm.reask_prompts`).
     """
 
     def __init__(self, client: Any, tf_buffer: Any, base_frame: str = "base_link", safety: Any = None,
                  planner: Planner | None = None, *, waypoint_height: float = 0.16, table_height: float | None = None,
                  lifter_kwargs: dict[str, Any] | None = None, start_height: float | None = None,
-                 place_clearance: float = 0.02) -> None:
+                 place_clearance: float = 0.02, grasp_refine: str = "none", refine_params: Any = None,
+                 max_attempts: int = 1) -> None:
+        if grasp_refine not in ("none", "local"):
+            raise ValueError(f"grasp_refine must be 'none' or 'local', got {grasp_refine!r}")
+        if int(max_attempts) < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
+        self.grasp_refine = grasp_refine
+        self.refine_params = refine_params
+        self.max_attempts = int(max_attempts)
+        self.current_attempt = 0
         self.client = client
         self.tf_buffer = tf_buffer
         self.base_frame = base_frame
@@ -241,53 +298,25 @@ class TaskPipeline:
             self._check_frame(frame)
             timings[Stage.SNAPSHOT.value] = time.perf_counter() - t0
 
-            stage(Stage.QUERY)
-            t0 = time.perf_counter()
-            answer = self._query(frame, goal, task, result)
-            timings[Stage.QUERY.value] = time.perf_counter() - t0
-            result.answer = answer
+            feedback_text: str | None = None
+            for attempt in range(self.max_attempts):
+                self.current_attempt = attempt  # the node's feedback names it
+                try:
+                    self._attempt(frame, goal, task, result, stage, cancel, attempt, feedback_text)
+                    break
+                except _Stop as s:
+                    retry = (s.status.value in _RETRYABLE and attempt + 1 < self.max_attempts
+                             and not (result.plan is not None and result.plan.executed))
+                    if result.attempts and result.attempts[-1].index == attempt:
+                        result.attempts[-1].failure, result.attempts[-1].reason = s.kind, s.reason
+                        result.attempts[-1].status = s.status.value
+                    if not retry:
+                        raise
+                    from bopask_vlm.reask_prompts import failure_feedback
 
-            stage(Stage.VALIDATE)
-            t0 = time.perf_counter()
-            self._validate(frame, task, answer)
-            timings[Stage.VALIDATE.value] = time.perf_counter() - t0
-
-            if not task.is_yes_no:
-                stage(Stage.LIFT)
-                t0 = time.perf_counter()
-                self._lift(frame, task, answer, result)
-                timings[Stage.LIFT.value] = time.perf_counter() - t0
-
-                stage(Stage.TRANSFORM)
-                t0 = time.perf_counter()
-                self._transform(frame, result)
-                timings[Stage.TRANSFORM.value] = time.perf_counter() - t0
-
-                if self.safety is not None:
-                    stage(Stage.SAFETY)
-                    t0 = time.perf_counter()
-                    self._safety(task, result)
-                    timings[Stage.SAFETY.value] = time.perf_counter() - t0
-
-                if self.planner is not None:
-                    stage(Stage.PLAN)
-                    if not goal.plan_only:
-                        stage(Stage.EXECUTE)
-                    t0 = time.perf_counter()
-                    try:
-                        outcome = self.planner.plan(result, goal, cancel)
-                    except Exception as e:  # a planner/executor failure is a result, not a crash of the node
-                        outcome = PlanOutcome(False, f"planner raised {type(e).__name__}: {e}")
-                    timings[Stage.PLAN.value] = time.perf_counter() - t0
-                    result.plan = outcome
-                    if not outcome.ok:
-                        if getattr(outcome, "canceled", False):
-                            st = ResultStatus.CANCELED
-                        elif outcome.executed:
-                            st = ResultStatus.EXECUTION_FAILED
-                        else:
-                            st = ResultStatus.PLAN_FAILED
-                        raise _Stop(st, outcome.reason or st.value)
+                    pts = result.attempts[-1].points if result.attempts else None
+                    feedback_text = failure_feedback(s.kind, s.reason, pts, task.value)
+                    self._reset_for_attempt(result)
             if feedback is not None:
                 feedback(Stage.DONE)
             result.reason = result.reason or "ok"
@@ -296,6 +325,73 @@ class TaskPipeline:
             result.reason = s.reason
         timings["total"] = time.perf_counter() - t_all
         return result
+
+    @staticmethod
+    def _reset_for_attempt(result: PipelineResult) -> None:
+        result.points_cam = np.zeros((0, 3))
+        result.points_base = np.zeros((0, 3))
+        result.valid = np.zeros(0, dtype=bool)
+        result.rules = []
+        result.grasp_pose_base = result.grasp_pose_cam = None
+        result.grasp_width = None
+        result.plan = None
+        result.refinement = None
+        result.path_moved_m, result.path_repair = 0.0, ""
+
+    def _attempt(self, frame: Frame, goal: Goal, task: Task, result: PipelineResult, stage: Callable[[Stage], None],
+                 cancel: Callable[[], bool] | None, attempt: int, feedback_text: str | None) -> None:
+        """One ask of the model and everything after it; a failure raises :class:`_Stop`."""
+        timings = result.timings
+        stage(Stage.QUERY)
+        t0 = time.perf_counter()
+        answer = self._query(frame, goal, task, result, attempt, feedback_text)
+        timings[Stage.QUERY.value] = timings.get(Stage.QUERY.value, 0.0) + time.perf_counter() - t0
+        result.answer = answer
+        pts = getattr(answer, "points", None)
+        result.attempts.append(Attempt(attempt, np.asarray(pts if pts is not None else np.zeros((0, 2)),
+                                                           dtype=np.float64).reshape(-1, 2)))
+
+        stage(Stage.VALIDATE)
+        t0 = time.perf_counter()
+        self._validate(frame, task, answer)
+        timings[Stage.VALIDATE.value] = time.perf_counter() - t0
+
+        if not task.is_yes_no:
+            stage(Stage.LIFT)
+            t0 = time.perf_counter()
+            self._lift(frame, task, answer, result, goal)
+            timings[Stage.LIFT.value] = time.perf_counter() - t0
+
+            stage(Stage.TRANSFORM)
+            t0 = time.perf_counter()
+            self._transform(frame, result)
+            timings[Stage.TRANSFORM.value] = time.perf_counter() - t0
+
+            if self.safety is not None:
+                stage(Stage.SAFETY)
+                t0 = time.perf_counter()
+                self._safety(task, result)
+                timings[Stage.SAFETY.value] = time.perf_counter() - t0
+
+            if self.planner is not None:
+                stage(Stage.PLAN)
+                if not goal.plan_only:
+                    stage(Stage.EXECUTE)
+                t0 = time.perf_counter()
+                try:
+                    outcome = self.planner.plan(result, goal, cancel)
+                except Exception as e:  # a planner/executor failure is a result, not a crash of the node
+                    outcome = PlanOutcome(False, f"planner raised {type(e).__name__}: {e}")
+                timings[Stage.PLAN.value] = time.perf_counter() - t0
+                result.plan = outcome
+                if not outcome.ok:
+                    if getattr(outcome, "canceled", False):
+                        st = ResultStatus.CANCELED
+                    elif outcome.executed:
+                        st = ResultStatus.EXECUTION_FAILED
+                    else:
+                        st = ResultStatus.PLAN_FAILED
+                    raise _Stop(st, outcome.reason or st.value)
 
     # -- stages -------------------------------------------------------------------------------------
     @staticmethod
@@ -307,11 +403,26 @@ class TaskPipeline:
         if rgb.shape[:2] != (cam.height, cam.width):
             raise TypeError(f"frame.rgb is {rgb.shape[1]}x{rgb.shape[0]}, camera {cam.width}x{cam.height}")
 
-    def _query(self, frame: Frame, goal: Goal, task: Task, result: PipelineResult) -> Any:
+    def _query(self, frame: Frame, goal: Goal, task: Task, result: PipelineResult, attempt: int = 0,
+               feedback_text: str | None = None) -> Any:
+        import dataclasses
+
         from bopask_vlm.clients import VLMAnswerError, VLMError, VLMRequest
 
+        extra: dict[str, Any] = {}
+        question = goal.question
+        if attempt:
+            names = {f.name for f in dataclasses.fields(VLMRequest)}
+            if "attempt" in names and "feedback" in names:  # the client words the re-ask and draws afresh
+                extra = {"attempt": attempt, "feedback": feedback_text}
+            elif feedback_text:  # an older request type: the failure goes in front of the question
+                from bopask_vlm.reask_prompts import reask_question
+
+                base = VLMRequest(task=task, image=frame.rgb, objects=list(goal.objects), relation=goal.relation,
+                                  question=goal.question, record=goal.record)
+                question = reask_question(base.question_text(), feedback_text)
         req = VLMRequest(task=task, image=frame.rgb, objects=list(goal.objects), relation=goal.relation,
-                         question=goal.question, record=goal.record)
+                         question=question, record=goal.record, **extra)
         try:
             resp = self.client.ask(req)
         except VLMAnswerError as e:
@@ -345,7 +456,7 @@ class TaskPipeline:
         if bad:
             raise _Stop(ResultStatus.INVALID_ANSWER, f"points {bad} lie outside the {cam.width}x{cam.height} image")
 
-    def _lift(self, frame: Frame, task: Task, answer: Any, result: PipelineResult) -> None:
+    def _lift(self, frame: Frame, task: Task, answer: Any, result: PipelineResult, goal: Goal | None = None) -> None:
         from bopask_ros.grasp.grasp_fit import fit_grasp
         from bopask_ros.perception.lifting import LiftError
 
@@ -362,7 +473,11 @@ class TaskPipeline:
                     raise _Stop(ResultStatus.LIFT_FAILED, f"grasp fit failed: {fit.reason}")
                 result.grasp_pose_cam = fit.T_cam_gripper
                 result.grasp_width = float(fit.width)
-                result.points_cam = keypoints_3d(fit.T_cam_gripper)
+                result.refinement = GraspRefinement(self.grasp_refine, range_source=fit.range_source,
+                                                    reason=fit.reason)
+                if self.grasp_refine == "local":
+                    self._refine(frame, lifter, fit, result, goal)
+                result.points_cam = keypoints_3d(result.grasp_pose_cam)
                 result.valid = np.ones(5, dtype=bool)
                 return
             if len(pts) == 0:  # rearrangement: nothing to move
@@ -385,6 +500,42 @@ class TaskPipeline:
             bad = np.flatnonzero(~result.valid)
             why = "; ".join(f"{i}: {lp.reasons[i]}" for i in bad[:3])
             raise _Stop(ResultStatus.LIFT_FAILED, f"points {bad.tolist()} have no 3D position ({why})")
+
+    def _refine(self, frame: Frame, lifter: Any, fit: Any, result: PipelineResult, goal: Goal | None) -> None:
+        """``grasp_refine: local``: the best executable grasp near the answer's fit (safety and the planner's
+        optional ``grasp_problem`` accept it), or a failure a re-ask can name."""
+        from bopask_ros.grasp.refine import FailureKind, refine_grasp
+
+        T_base_cam = self._lookup(frame, result)
+        problem = getattr(self.planner, "grasp_problem", None)
+
+        def accept(T_cam: NDArray[np.float64]) -> tuple[FailureKind, str] | None:
+            T_base = T_base_cam @ T_cam
+            if self.safety is not None:
+                v = self.safety.check_grasp(T_base)
+                if not v.ok:
+                    return FailureKind.UNSAFE, f"{v.check}: {v.reason}"
+            if problem is not None:
+                why = problem(T_base)
+                if why:
+                    return FailureKind.UNREACHABLE, str(why)
+            return None
+
+        ref = refine_grasp(fit.T_cam_gripper, lifter, self.refine_params, accept=accept)
+        info = result.refinement
+        info.candidates, info.seconds = ref.candidates, ref.seconds
+        result.timings["refine"] = result.timings.get("refine", 0.0) + ref.seconds
+        info.answer_pose_base = T_base_cam @ fit.T_cam_gripper
+        if not ref.ok:
+            info.reason = ref.reason
+            raise _Stop(ResultStatus.SAFETY_REJECTED if ref.failure == FailureKind.UNSAFE else
+                        ResultStatus.PLAN_FAILED if ref.failure == FailureKind.UNREACHABLE else
+                        ResultStatus.LIFT_FAILED, f"grasp refinement: {ref.reason}", str(ref.failure))
+        info.refined = not ref.kept_answer
+        info.moved_m, info.moved_deg, info.score = ref.moved_m, ref.moved_deg, ref.score
+        info.reason = ref.reason
+        result.grasp_pose_cam = ref.T_cam_gripper
+        result.grasp_width = float(ref.width)
 
     def _lift_path(self, lifter: Any, pts: NDArray[np.float64]) -> Any:
         """Lift a pick-and-place path of object A's base point, inverting the datagen's convention

@@ -71,10 +71,10 @@ class RefineParams:
     max_pixels: int = 12000
     voxel: float = 0.004
     min_height: float = 0.008
-    min_contact_quality: float = 0.5
+    min_contact_quality: float = 0.3
     min_pad_points: int = 6
-    collision_points: int = 3
-    collision_margin: float = 0.002
+    collision_points: int = 6
+    collision_margin: float = -0.003
     sweep: float = 0.10
     width_margin: float = 0.01
     w_dist: float = 0.15
@@ -244,7 +244,8 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     x_min = np.where(slab, Ol[..., 0], np.inf).min(axis=1)
     x_max = np.where(slab, Ol[..., 0], -np.inf).max(axis=1)
     has = n_slab > 0
-    shift = np.where(has, (x_min + x_max) / 2.0, 0.0)
+    with np.errstate(invalid="ignore"):
+        shift = np.where(has, (x_min + x_max) / 2.0, 0.0)
     shift[0] = 0.0  # the answer stays as it is
     width = np.where(has, x_max - x_min, 0.0)
     tk = tk + shift[:, None] * Rk[:, :, 0]
@@ -261,7 +262,8 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     with np.errstate(invalid="ignore"):
         between = (~obj)[None] & (np.abs(Pl[..., 0]) < MAX_OPENING / 2) & (np.abs(Pl[..., 1]) < FINGER_HALF_DEPTH) \
             & (Pl[..., 2] >= FINGER_BASE_Z - 0.01) & (Pl[..., 2] <= FINGER_TIP_Z)
-    collides = (hits >= p.collision_points) | (between.sum(axis=1) >= p.collision_points)
+    n_between = between.sum(axis=1)
+    collides = (hits >= p.collision_points) | (n_between >= p.collision_points)
     table = np.zeros(K, dtype=bool)
     if normal is not None:
         V = np.asarray(hand_mesh(MAX_OPENING).vertices)
@@ -289,6 +291,10 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     passed = ~(too_wide | no_pad | collides | table | poor)
     counts = {"no_contact": int(np.sum(no_pad | (~no_pad & poor))), "too_wide": int(np.sum(too_wide)),
               "collides": int(np.sum(collides)), "table": int(np.sum(table)), "passed": int(np.sum(passed))}
+    flags = {"no object between the pads": no_pad[0], "too wide": too_wide[0], f"hand hits {hits[0]} scene points": hits[0] >= p.collision_points,
+             f"{n_between[0]} points of something else between the fingers": n_between[0] >= p.collision_points,
+             "into the table": table[0], f"contact quality {quality[0]:.2f}": poor[0] and not no_pad[0]}
+    answer_check = ", ".join(k for k, v in flags.items() if v) or f"passes (score {score[0]:.2f})"
     base = dict(candidates=K, object_points=int(obj.sum()), counts=counts)
     if not np.any(passed):
         # the failure as seen at the answer itself (what the model should change), the counts beside it
@@ -317,6 +323,6 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
         return RefineResult(True, T, w, T0, moved_m=float(dist[i]), moved_deg=float(ang[i]), score=float(score[i]),
                             kept_answer=bool(i == 0), reason="the answer's own grasp" if i == 0 else
                             f"moved {dist[i] * 100:.1f} cm, {ang[i]:.0f} deg from the answer (contact quality "
-                            f"{quality[i]:.2f})", seconds=time.perf_counter() - t_start, **base)  # type: ignore[arg-type]
+                            f"{quality[i]:.2f}, score {score[i]:.2f}; the answer's own: {answer_check})", seconds=time.perf_counter() - t_start, **base)  # type: ignore[arg-type]
     kind, why = last if last is not None else (FailureKind.UNREACHABLE, "no candidate accepted")
     return fail(kind, f"{min(len(order), p.max_accept_checks)} best grasps near {where} refused: {why}", **base)
