@@ -59,6 +59,8 @@ class VLMRequest:
     relation: str | None = None
     question: str | None = None
     record: QARecord | None = None  # ground truth, used by the oracle only
+    attempt: int = 0  # 0 = the first ask of this question; a re-ask increments it
+    feedback: str | None = None  # the failure named in a re-ask prompt (None on a first ask)
 
     def __post_init__(self) -> None:
         self.task = Task(self.task)
