@@ -35,23 +35,28 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def write_models(models_dir: Path, world: SimWorld) -> None:
-    """The scene's object models: the synthetic catalogue's through its own writer, the ``pybullet_data``
-    models added to the same ``models_info.json`` / ``object_names.json``."""
+    """The scene's object models: the synthetic catalogue's through its own writer, the meshes from
+    ``pybullet_data`` added to the same ``models_info.json`` / ``object_names.json``, which keep the models other
+    scenes wrote into the same directory (scenes of one root share ``models/``)."""
     from bopask_vlm.datagen import synthetic
 
     models_dir.mkdir(parents=True, exist_ok=True)
+    info_p, names_p = models_dir / "models_info.json", models_dir / "object_names.json"
+    old_info = json.loads(info_p.read_text()) if info_p.is_file() else {}
+    old_names = json.loads(names_p.read_text()) if names_p.is_file() else {}
     objs = {i.obj.obj_id: i for i in world.instances}
-    synthetic.write_models(models_dir, [i.obj.entry for i in objs.values() if i.obj.source != "pybullet_data"])
-    info = json.loads((models_dir / "models_info.json").read_text())
-    names = json.loads((models_dir / "object_names.json").read_text())
+    synthetic.write_models(models_dir, [i.obj.entry for i in objs.values() if i.obj.source in ("primitive", "real_mesh")])
+    info = {**old_info, **json.loads(info_p.read_text())}
+    names = {**old_names, **json.loads(names_p.read_text())}
     for oid, inst in objs.items():
-        if inst.obj.source != "pybullet_data":
+        if inst.obj.source in ("primitive", "real_mesh"):
             continue
         m = inst.mesh.copy()
         m.apply_scale(1000.0)
         lo, hi = m.bounds
         size = hi - lo
-        info[str(oid)] = {"diameter": float(np.max(np.linalg.norm(m.vertices[:, None] - m.vertices[None], axis=2))),
+        hv = m.convex_hull.vertices  # the diameter is the hull's
+        info[str(oid)] = {"diameter": float(np.max(np.linalg.norm(hv[:, None] - hv[None], axis=2))),
                           "min_x": float(lo[0]), "min_y": float(lo[1]), "min_z": float(lo[2]),
                           "size_x": float(size[0]), "size_y": float(size[1]), "size_z": float(size[2])}
         names[str(oid)] = inst.name

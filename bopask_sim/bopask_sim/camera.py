@@ -34,6 +34,37 @@ DEFAULT_CALIBRATION: dict[str, Any] = {"parent_frame": "panda_link0", "child_fra
                                        "rotation": [-0.3662725, 0.0, 0.9305076, 0.0]}
 
 
+def look_at_calibration(eye_base: tuple[float, float, float], target_base: tuple[float, float, float],
+                        parent_frame: str = "panda_link0") -> dict[str, Any]:
+    """A calibration mapping (as the calibration file: ``camera_link`` in the robot base frame) of a camera at
+    ``eye_base`` looking at ``target_base`` (base frame, metres), its image upright (camera_link z towards up)."""
+    eye, target = np.asarray(eye_base, float), np.asarray(target_base, float)
+    x = (target - eye) / np.linalg.norm(target - eye)  # camera_link: x forward, y left, z up
+    y = np.cross([0.0, 0.0, 1.0], x)
+    y /= np.linalg.norm(y)
+    z = np.cross(x, y)
+    q = Rotation.from_matrix(np.stack([x, y, z], axis=1)).as_quat()
+    return {"parent_frame": parent_frame, "child_frame": "camera_link", "translation": eye.round(6).tolist(),
+            "rotation": q.round(8).tolist()}
+
+
+#: named camera placements: ``front`` the repository's calibration (high, 1.2 m in front of the robot, looking
+#: back and down at the table); ``oblique`` lower and from the side (0.30 m above the table, 0.62 m to the robot's
+#: right, 0.70 m from the objects, about 20 degrees above the table): objects hide each other more and the table
+#: is seen at a grazing angle
+VIEWPOINTS: dict[str, dict[str, Any] | None] = {
+    "front": None,
+    "oblique": look_at_calibration((0.78, -0.62, 0.30), (0.5, 0.0, 0.03)),
+}
+
+
+def viewpoint_calibration(name: str) -> dict[str, Any]:
+    """The calibration mapping of a named viewpoint (:data:`VIEWPOINTS`)."""
+    if name not in VIEWPOINTS:
+        raise CalibrationError(f"unknown viewpoint {name!r}; known: {sorted(VIEWPOINTS)}")
+    return read_calibration(VIEWPOINTS[name])
+
+
 class CalibrationError(ValueError):
     """A calibration file or mapping that does not describe a rigid camera placement."""
 
@@ -151,11 +182,15 @@ def render(client: int, camera: CameraModel, T_world_optical: NDArray[np.float64
     return RenderedFrame(rgb, d, np.asarray(seg, dtype=np.int32).reshape(H, W))
 
 
-def realsense_depth(ideal_m: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
-    """The synthetic scenes' RealSense-like noise, edge dropout and holes, as metres with NaN for no reading."""
+def realsense_depth(ideal_m: NDArray[np.float32], rng: np.random.Generator, model: Any = None,
+                    fx: float | None = None) -> NDArray[np.float32]:
+    """Depth as the driver publishes it, metres with NaN for no reading. ``model`` None: the synthetic scenes'
+    RealSense-like noise, edge dropout and holes; a :class:`bopask_vlm.datagen.synthetic.DepthModel` or its name
+    (``d435``): that camera's noise, stereo shadows, edge holes, flying pixels and thin-part holes (``fx``: the
+    image's focal length in pixels)."""
     from bopask_vlm.datagen.synthetic import add_depth_noise  # one noise model for the data and the simulator
 
-    d = add_depth_noise(np.asarray(ideal_m, np.float32), rng)
+    d = add_depth_noise(np.asarray(ideal_m, np.float32), rng, model, fx)
     # the driver publishes 16UC1 millimetres: quantise like it does
     d = np.rint(d * 1000.0) / 1000.0
     out = d.astype(np.float32)

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_sim.camera import CAMERA_FRAME, T_parent_optical, d435_camera, read_calibration
-from bopask_sim.objects import SimObject, catalogue, object_mesh
+from bopask_sim.camera import CAMERA_FRAME, T_parent_optical, d435_camera, read_calibration, viewpoint_calibration
+from bopask_sim.objects import SCENE_FAMILIES, SimObject, catalogue, is_concave, object_mesh, pick_mixed
 from bopask_sim.pb_frames import TIME_STEP, pb_from_pose, pose_from_pb
+from bopask_sim.placement import Clutter, place
 from bopask_sim.robot import Panda
 from bopask_vlm.geometry import CameraModel, invert_transform, make_transform
 
@@ -97,26 +98,51 @@ class Instance:
         return self.obj.name
 
 
+#: the depth model each scene family's camera has by default (None: the synthetic scenes' noise)
+FAMILY_DEPTH_MODEL: dict[str, str | None] = {"primitives": None, "mixed": "d435"}
+
+
 class SimWorld:
     """One scene. ``seed``: object choice and placement; ``num_objects``: 1..8 objects on the table;
     ``calibration``: camera placement (path, mapping or None = the repository's calibration file);
-    ``width``/``height``: D435 resolution (640x480 or 1280x720); ``use_real_mesh``: the real watering can
-    when ``../shared/data`` holds it; ``pybullet_models``: also draw from the ``pybullet_data`` models.
+    ``viewpoint``: a named camera placement instead (:data:`bopask_sim.camera.VIEWPOINTS`: ``front``,
+    ``oblique``); ``width``/``height``: D435 resolution (640x480 or 1280x720); ``use_real_mesh``: the real watering
+    can when ``../shared/data`` holds it; ``pybullet_models``: also draw from the ``pybullet_data`` models
+    (``primitives`` family).
+
+    ``scene_family``: ``primitives`` (the original scenes: primitives and three pybullet_data models, circles 2 cm
+    apart, the synthetic scenes' depth noise) or ``mixed`` (many meshes besides them, cylinders also lying,
+    clutter with gaps down to ``clutter.min_gap`` and touching objects, D435 depth): see
+    :mod:`bopask_sim.objects`. ``clutter``: the mixed family's placement (default :class:`Clutter`);
+    ``depth_model``: the captured depth's errors, None for the family's default (:data:`FAMILY_DEPTH_MODEL`),
+    ``"synthetic"`` for the synthetic scenes' model, or a :class:`bopask_vlm.datagen.synthetic.DepthModel` or its
+    name (``d435``). Ground truth (``render``, ``SimFrame.depth_ideal_m``) stays noise-free.
     """
 
     def __init__(self, seed: int = 0, num_objects: int = 5, *, calibration: str | Path | dict[str, Any] | None = None,
                  width: int = 640, height: int = 480, use_real_mesh: bool = True, pybullet_models: bool = True,
-                 settle_s: float = 1.0) -> None:
+                 settle_s: float = 1.0, scene_family: str = "primitives", clutter: Clutter | None = None,
+                 viewpoint: str | None = None, depth_model: Any = None) -> None:
         import pybullet as p
         import pybullet_data
 
         if not 1 <= num_objects <= 8:
             raise SceneError(f"num_objects must be 1..8, got {num_objects}")
+        if scene_family not in SCENE_FAMILIES:
+            raise SceneError(f"scene_family must be one of {SCENE_FAMILIES}, got {scene_family!r}")
+        if viewpoint is not None and calibration is not None:
+            raise SceneError("give a calibration or a named viewpoint, not both")
         self.seed = int(seed)
+        self.scene_family = scene_family
+        self.viewpoint = viewpoint or "front"
+        self.depth_model = FAMILY_DEPTH_MODEL[scene_family] if depth_model is None else \
+            (None if depth_model == "synthetic" else depth_model)
+        #: pairs of instances placed touching (mixed family)
+        self.touching: list[tuple[int, int]] = []
         #: pybullet is not thread-safe: whoever steps the physics or renders from more than one thread holds this
         #: (the backend for a whole motion, the ROS camera publisher for one capture)
         self.lock = threading.RLock()
-        self.calibration = read_calibration(calibration)
+        self.calibration = read_calibration(calibration) if viewpoint is None else viewpoint_calibration(viewpoint)
         self.camera: CameraModel = d435_camera(width, height)
         self.client = p.connect(p.DIRECT)
         cid = self.client
@@ -131,7 +157,10 @@ class SimWorld:
                                 useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=cid)
         self.rng = np.random.default_rng([self.seed, 104729])
         self.instances: list[Instance] = []
-        self._build_objects(num_objects, use_real_mesh, pybullet_models)
+        if scene_family == "primitives":
+            self._build_objects(num_objects, use_real_mesh, pybullet_models)
+        else:
+            self._build_mixed(num_objects, use_real_mesh, clutter or Clutter())
         self.panda = Panda(self)
         self.panda.reset_home()
         self.settle(settle_s)
@@ -141,7 +170,6 @@ class SimWorld:
 
     # -- building ----------------------------------------------------------------------------------------
     def _build_objects(self, n: int, use_real_mesh: bool, pybullet_models: bool) -> None:
-        import pybullet as p
 
         from bopask_vlm.datagen import synthetic
 
@@ -150,6 +178,20 @@ class SimWorld:
         meshes = {o.obj_id: object_mesh(o) for o in picks}
         # the synthetic scenes' placement: stable faces, random yaw, footprints apart (their code, our seed)
         poses = synthetic.place_objects([o.entry for o in picks], meshes, self.rng, area=OBJECT_AREA, gap=0.02)
+        self._add_bodies(picks, meshes, poses)
+
+    def _build_mixed(self, n: int, use_real_mesh: bool, clutter: Clutter) -> None:
+        picks = pick_mixed(n, self.rng, use_real_mesh)
+        meshes = {o.obj_id: object_mesh(o) for o in picks}
+        try:
+            poses, self.touching = place(picks, meshes, self.rng, OBJECT_AREA, clutter)
+        except ValueError as e:
+            raise SceneError(str(e)) from e
+        self._add_bodies(picks, meshes, poses)
+
+    def _add_bodies(self, picks: list[SimObject], meshes: dict[int, Any], poses: list[NDArray[np.float64]]) -> None:
+        import pybullet as p
+
         for obj, T in zip(picks, poses):
             mesh = meshes[obj.obj_id]
             col, vis = self._shapes(obj, mesh)
@@ -182,7 +224,8 @@ class SimWorld:
                     p.createVisualShape(p.GEOM_SPHERE, radius=e.dims[0], rgbaColor=rgba, physicsClientId=cid))
         v = np.asarray(mesh.vertices, float)
         f = np.asarray(mesh.faces, int).reshape(-1)
-        if obj.source == "real_mesh":  # concave (a handle): convex pieces, so grasps through the handle work
+        if obj.source == "real_mesh" or (obj.source in ("pybullet_mesh", "random_urdf") and is_concave(mesh)):
+            # concave (a handle, a hollow): convex pieces, so grasps through the handle work
             col = p.createCollisionShape(p.GEOM_MESH, fileName=str(convex_pieces(mesh)), physicsClientId=cid)
         else:
             col = p.createCollisionShape(p.GEOM_MESH, vertices=v.tolist(), physicsClientId=cid)
@@ -283,8 +326,8 @@ class SimWorld:
 
         r = self.render()
         rng = rng if rng is not None else np.random.default_rng([self.seed, 15485863])
-        return SimFrame(r.rgb, realsense_depth(r.depth_m, rng), r.depth_m, r.seg, self.camera, self.T_world_camera,
-                        self.T_base_camera)
+        depth = realsense_depth(r.depth_m, rng, self.depth_model, float(self.camera.K[0, 0]))
+        return SimFrame(r.rgb, depth, r.depth_m, r.seg, self.camera, self.T_world_camera, self.T_base_camera)
 
     def base_to_world(self, T_or_P: NDArray[np.float64]) -> NDArray[np.float64]:
         A = np.asarray(T_or_P, float)

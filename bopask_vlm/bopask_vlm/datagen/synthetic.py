@@ -209,8 +209,109 @@ def _table_texture(pw: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.clip(base[None] * (0.85 + 0.2 * grain[:, None]) + checker[:, None], 0, 1)
 
 
-def add_depth_noise(depth: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
-    """RealSense-like: sigma ~ 1 mm + 2.5 mm * z^2, dropout along depth edges, random hole blobs."""
+@dataclass(frozen=True)
+class DepthModel:
+    """An active-stereo depth camera's errors (defaults: Intel RealSense D435, depth imager 848x480, the
+    realsense-ros driver's depth aligned to the colour image). Applied by :func:`add_depth_noise` with ``model``.
+
+    - ``sigma0_m`` + ``subpixel`` x z^2 / (``focal_px`` x ``baseline_m``): the noise's standard deviation at depth
+      z (m); the second term is the stereo RMS error (Intel's "depth RMS error" formula; subpixel 0.08 px, 50 mm
+      baseline, 430 px focal length: 3.7 mm at 1 m).
+    - ``shadow``: the stereo occlusion band left of every foreground edge (background the second imager cannot
+      see), ``baseline_m`` x fx x (1/z_near - 1/z_far) pixels wide in the output image (fx its focal length).
+    - ``edge_jump_m``: a depth jump larger than this (not a slope: the Laplacian of inverse depth, which is zero
+      on planes) is a depth edge; there a pixel is a hole with probability ``edge_dropout``, else a flying pixel
+      (depth anywhere between the edge's near and far side) with probability ``flying``.
+    - ``thin_px``: surfaces narrower than this in the image (a rod, a handle, a rim seen edge-on) in front of
+      something ``edge_jump_m`` farther give no depth.
+    - ``hole_blobs``: the range of elliptic holes per image (specular or texture-less spots).
+    - ``min_range_m`` / ``max_range_m``: nothing nearer / farther.
+    """
+
+    sigma0_m: float = 0.0005
+    subpixel: float = 0.08
+    baseline_m: float = 0.050
+    focal_px: float = 430.0
+    shadow: bool = True
+    edge_jump_m: float = 0.01
+    edge_dropout: float = 0.35
+    flying: float = 0.4
+    thin_px: int = 4
+    hole_blobs: tuple[int, int] = (1, 5)
+    min_range_m: float = 0.2
+    max_range_m: float = 6.0
+
+    def sigma(self, z: NDArray[np.floating] | float) -> NDArray[np.floating] | float:
+        """Noise standard deviation (m) at depth ``z`` (m)."""
+        return self.sigma0_m + self.subpixel * np.square(z) / (self.focal_px * self.baseline_m)
+
+
+#: named depth models: ``d435`` the RealSense D435 (see :class:`DepthModel`)
+DEPTH_MODELS: dict[str, DepthModel] = {"d435": DepthModel()}
+
+
+def _stereo_shadow(d: NDArray[np.float32], valid: NDArray[np.bool_], band_px_m: float, jump: float) -> NDArray[np.bool_]:
+    """Pixels hidden from the second imager: a nearer pixel s columns to the right with
+    ``band_px_m`` x (1/z_near - 1/z) >= s (``band_px_m`` = baseline x focal length)."""
+    inv = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0)
+    span = float(inv[valid].max() - inv[valid].min()) if valid.any() else 0.0
+    out = np.zeros(d.shape, bool)
+    for s in range(1, min(64, int(math.ceil(band_px_m * span)) + 1)):
+        near = np.zeros(d.shape, np.float64)
+        near[:, :-s] = inv[:, s:]  # inverse depth of the pixel s columns to the right
+        nearer = np.zeros(d.shape, bool)
+        nearer[:, :-s] = valid[:, s:]
+        out |= valid & nearer & (band_px_m * (near - inv) >= s) & (np.where(nearer, 1.0 / np.maximum(near, 1e-9), 0)
+                                                                  < d - jump)
+    return out
+
+
+def _model_depth_noise(depth: NDArray[np.float32], rng: np.random.Generator, m: DepthModel,
+                       fx: float) -> NDArray[np.float32]:
+    ideal = np.asarray(depth, np.float32)
+    valid = np.isfinite(ideal) & (ideal > m.min_range_m) & (ideal < m.max_range_m)
+    dv = np.where(valid, ideal, 0).astype(np.float32)
+    k3 = np.ones((3, 3), np.uint8)
+    far = np.where(valid, ideal, m.max_range_m).astype(np.float32)  # no reading counts as far behind
+    lo, hi = cv2.erode(far, k3), cv2.dilate(far, k3)
+    # a depth edge is a jump, not a slope: inverse depth is affine in the pixel coordinates on any plane, so its
+    # Laplacian (times z^2: back to metres) is zero on a table seen at a grazing angle and large across a jump
+    lap = cv2.Laplacian((1.0 / far).astype(np.float32), cv2.CV_32F, ksize=1)
+    edge = valid & (np.abs(lap) * np.square(far) > m.edge_jump_m) & (hi - lo > m.edge_jump_m)
+    d = dv + rng.standard_normal(dv.shape).astype(np.float32) * np.asarray(m.sigma(dv), np.float32)
+    fly = edge & (rng.random(d.shape) < m.flying)
+    d[fly] = (lo + rng.random(d.shape).astype(np.float32) * (hi - lo))[fly]
+    holes = edge & ~fly & (rng.random(d.shape) < m.edge_dropout / max(1e-9, 1.0 - m.flying))
+    if m.thin_px > 1:
+        kt = np.ones((m.thin_px, m.thin_px), np.uint8)
+        holes |= valid & (cv2.erode(cv2.dilate(far, kt), kt) - far > m.edge_jump_m)  # closing: thin near parts
+    if m.shadow:
+        holes |= _stereo_shadow(dv, valid, m.baseline_m * fx, m.edge_jump_m)
+    h, w = d.shape
+    blobs = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(m.hole_blobs[0], m.hole_blobs[1] + 1))):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        ax = (int(rng.integers(2, max(3, w // 60))), int(rng.integers(2, max(3, h // 60))))
+        cv2.ellipse(blobs, c, ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    d[holes | (blobs > 0) | ~valid] = 0
+    return d
+
+
+def add_depth_noise(depth: NDArray[np.float32], rng: np.random.Generator, model: DepthModel | str | None = None,
+                    fx: float | None = None) -> NDArray[np.float32]:
+    """RealSense-like noise on an ideal depth image (metres, 0 or NaN = none); 0 where no reading.
+
+    ``model`` None: the synthetic scenes' model (sigma ~ 1 mm + 2.5 mm * z^2, dropout along depth edges, random
+    hole blobs). A :class:`DepthModel` or a name of :data:`DEPTH_MODELS` (``d435``): that camera's noise, stereo
+    shadows, edge holes, flying pixels and thin-part holes; ``fx``: the image's focal length (pixels), for the
+    width of the shadows (default the model's ``focal_px``).
+    """
+    if model is not None:
+        if isinstance(model, str):
+            if model not in DEPTH_MODELS:
+                raise SyntheticSceneError(f"unknown depth model {model!r}; known: {sorted(DEPTH_MODELS)}")
+            model = DEPTH_MODELS[model]
+        return _model_depth_noise(depth, rng, model, float(fx if fx is not None else model.focal_px))
     d = depth.copy()
     valid = np.isfinite(d) & (d > 0)
     sigma = 0.001 + 0.0025 * np.where(valid, d, 0) ** 2
