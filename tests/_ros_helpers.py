@@ -117,6 +117,41 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
+def wait_for_action(ac: Any, timeout_s: float = 60.0) -> bool:
+    """``ac.wait_for_server`` and then discovery settled both ways before the first goal.
+
+    ``wait_for_server`` is true once *this* process has discovered the server's services; the server may not yet
+    have discovered this client's response readers, and Fast DDS then drops the goal response ("failed to send
+    response (timeout)", seen under load): the goal is lost. So one round trip on each of the action's two other
+    services follows, answered by the server only once it can reach us: a cancel request and a result request for
+    a goal id that does not exist (nothing is canceled; the result comes back STATUS_UNKNOWN). The goal service's
+    endpoints are discovered in the same exchange. True once both answered within ``timeout_s``."""
+    import uuid
+
+    from action_msgs.msg import GoalStatus
+    from rclpy.action.client import ClientGoalHandle
+    from unique_identifier_msgs.msg import UUID
+
+    end = time.monotonic() + timeout_s
+    if not ac.wait_for_server(timeout_sec=timeout_s):
+        return False
+    probe = ClientGoalHandle(ac, UUID(uuid=list(uuid.uuid4().bytes)), ac._action_type.Impl.SendGoalService.Response())
+    for send in (probe.cancel_goal_async, probe.get_result_async):
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            fut = send()
+            try:
+                reply = wait_future(fut, min(2.0, left), "probe")
+            except TimeoutError:
+                continue  # lost on the way (the very case): ask again
+            if send == probe.get_result_async:
+                assert reply.status == GoalStatus.STATUS_UNKNOWN, reply
+            break
+    return True
+
+
 def wait_future(fut: Any, timeout_s: float, what: str) -> Any:
     """An rclpy future's result, woken by its done callback (no polling delay)."""
     done = threading.Event()
@@ -168,11 +203,13 @@ class FeedbackTap:
 
     def __init__(self, client: RosClient, action_cls: Any, action_name: str) -> None:
         self.stages: dict[bytes, list[str]] = {}
+        self.attempts: dict[bytes, list[int]] = {}  # the attempt each feedback message names
         client.node.create_subscription(action_cls.Impl.FeedbackMessage, f"{action_name}/_action/feedback",
                                         self._on, 50)
 
     def _on(self, msg: Any) -> None:
         self.stages.setdefault(bytes(msg.goal_id.uuid), []).append(msg.feedback.feedback.stage)
+        self.attempts.setdefault(bytes(msg.goal_id.uuid), []).append(int(msg.feedback.feedback.attempt))
 
     def of(self, run: GoalRun, n: int, timeout_s: float = 10.0) -> list[str]:
         """The stages of ``run``'s goal once ``n`` have come (or what came within the timeout)."""
@@ -242,6 +279,7 @@ class CameraPublisher:
         if paused:
             self.paused.set()
         self.published = 0
+        self.stamp_offset_ns: dict[str, int] = {}  # per stream ("color", "depth", "info"): stamped this much later
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -265,8 +303,15 @@ class CameraPublisher:
         while not self._stop.is_set():
             if not self.paused.is_set():
                 stamp = self._stamp()
-                for msg, pub in zip((self.color, self.depth, self.info), self.pubs):
-                    msg.header.stamp = stamp
+                for stream, msg, pub in zip(("color", "depth", "info"), (self.color, self.depth, self.info), self.pubs):
+                    offset = self.stamp_offset_ns.get(stream, 0)
+                    if offset:
+                        from builtin_interfaces.msg import Time
+
+                        ns = stamp.sec * 1_000_000_000 + stamp.nanosec + offset
+                        msg.header.stamp = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+                    else:
+                        msg.header.stamp = stamp
                     msg.header.frame_id = self.frame_id
                     pub.publish(msg)
                 self.published += 1

@@ -94,13 +94,21 @@ def test_grasp_result_round_trips_through_cdr(typestore):
                               rule="depth", reason="")
     res = M["Grasp_Result"](status=status, answer=answer, grasp_pose=pose, pre_grasp_pose=pose, gripper_width=0.08,
                             keypoints=[lifted], executed=False,
-                            timings=[M["StageTiming"](stage="query", seconds=0.25)])
+                            timings=[M["StageTiming"](stage="query", seconds=0.25)],
+                            refinement=M["GraspRefinement"](mode="local", refined=True, moved_m=0.012, moved_deg=7.5,
+                                                            score=0.6, candidates=181, range_source="depth",
+                                                            answer_pose=pose, reason="moved"),
+                            attempts=[M["Attempt"](index=0, failure="no_object", reason="on the table",
+                                                   points=[M["Keypoint2D"](name="", u=3.0, v=4.0)]),
+                                      M["Attempt"](index=1, failure="", reason="", points=[])])
     raw = ts.serialize_cdr(res, "bopask_msgs/action/Grasp_Result")
     back = ts.deserialize_cdr(raw, "bopask_msgs/action/Grasp_Result")
     assert back.status.code == 5 and back.status.failed_check == "min_height"
     assert back.grasp_pose.header.frame_id == "base_link"
     assert np.isclose(back.keypoints[0].point.point.z, 0.3)
     assert back.timings[0].stage == "query"
+    assert back.refinement.candidates == 181 and back.refinement.range_source == "depth"
+    assert [a.failure for a in back.attempts] == ["no_object", ""] and back.attempts[0].points[0].v == 4.0
 
 
 def test_feedback_stage_constants_match_pipeline_stages(typestore):

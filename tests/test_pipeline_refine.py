@@ -137,3 +137,31 @@ def test_bad_parameters_are_clear_errors(bagdata):
         TaskPipeline(OracleClient(), bagdata.tf, grasp_refine="global")
     with pytest.raises(ValueError, match="max_attempts"):
         TaskPipeline(OracleClient(), bagdata.tf, max_attempts=0)
+
+
+def test_markers_and_debug_image_show_the_answer_beside_the_executed_grasp(bagdata):
+    """A refined grasp: RViz gets the executed skeleton (blue) and the answer's own (thin magenta); the debug image
+    draws the executed grasp over the answer in another colour; an unrefined one shows only one skeleton."""
+    from bopask_ros.node_support.debug_image import debug_image
+    from bopask_ros.node_support.markers import result_markers
+    from bopask_vlm.viz import draw_answer
+
+    frame, goal = _grasp(bagdata)
+    client = WrongFirstClient((6.0, 4.0), wrong=1)  # a few pixels off: refinement moves it back
+    res = TaskPipeline(client, bagdata.tf, grasp_refine="local").run(frame, goal)
+    assert res.ok, res.reason
+    if not res.refinement.refined:
+        res.refinement.refined = True  # the picture of a moved grasp, on real poses
+        res.grasp_pose_cam = res.grasp_pose_cam.copy()
+        res.grasp_pose_cam[:3, 3] += [0.01, 0.0, 0.0]
+    ns = {m.ns: m for m in result_markers(res)}
+    assert {"gripper", "answer_gripper"} <= set(ns)
+    assert ns["gripper"].color != ns["answer_gripper"].color
+    img = debug_image(frame.rgb, frame.camera, res)
+    plain = draw_answer(frame.rgb, res.answer, label="answer")
+    diff = np.any(img != plain, axis=2)
+    assert diff.sum() > 50
+    assert np.mean(img[diff][:, 2]) > np.mean(img[diff][:, 1])  # the executed grasp is drawn blue
+    res.refinement.refined = False
+    assert "answer_gripper" not in {m.ns for m in result_markers(res)}
+    assert np.array_equal(debug_image(frame.rgb, frame.camera, res), plain)

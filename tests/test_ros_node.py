@@ -147,7 +147,8 @@ def reference(scene):
     safety = params.safety()
     tf = CameraCalibration.from_file(str(scene["calibration"])).transform_buffer(fid)
     pipe = TaskPipeline(OracleClient(), tf, base_frame="base_link", safety=safety, planner=None,
-                        waypoint_height=params["waypoint_height"], table_height=safety.table_height)
+                        waypoint_height=params["waypoint_height"], table_height=safety.table_height,
+                        grasp_refine=params["grasp_refine"], max_attempts=params["max_attempts"])
     return frame, pipe, safety
 
 
@@ -172,6 +173,29 @@ def _assert_msgs_equal(a: Any, b: Any, path: str = "") -> None:
         assert math.isclose(a, b, rel_tol=0, abs_tol=1e-9), f"{path}: {a} != {b}"
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_grasp_result_carries_the_refinement_and_the_attempts(ros, scene):
+    """Issue 19 through real rclpy: the Grasp result says how the answer became the executed grasp (the node's
+    default grasp_refine local: candidates checked, distance and angle moved, range source, the answer's own
+    pose) and lists every ask of the model; feedback carries the attempt."""
+    rec = scene["records"]["grasp"]
+    run = GoalRun(ros["actions"]["grasp"], _goal_msg(rec))
+    _, result = run.result()
+    assert result.status.code == result.status.SUCCEEDED, result.status.reason
+    r = result.refinement
+    assert r.mode == "local" and r.candidates > 10 and r.range_source in ("pnp", "pnp+depth", "depth"), r
+    assert r.reason and r.moved_m >= 0.0 and 0.0 <= r.moved_deg <= 30.0 + 1e-6
+    assert r.answer_pose.header.frame_id == "base_link"
+    if not r.refined:  # the oracle's answer kept as it is: the executed pose is the answer's own
+        assert r.moved_m == 0.0
+        assert abs(r.answer_pose.pose.position.z - result.grasp_pose.pose.position.z) < 1e-9
+    assert len(result.attempts) == 1 and result.attempts[0].index == 0 and result.attempts[0].failure == ""
+    assert len(result.attempts[0].points) == 5
+    assert abs(result.attempts[0].points[0].u - result.answer.points[0].u) < 1e-9
+    tap = ros["taps"]["grasp"]
+    assert tap.of(run, 7)[-1] == "done"
+    assert tap.attempts[bytes(run.handle.goal_id.uuid)] == [0] * 7
 
 
 @pytest.mark.parametrize("task", ["grasp", "pose", "trajectory", "rearrangement", "spatial", "depth"])

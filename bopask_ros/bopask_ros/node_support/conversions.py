@@ -181,9 +181,29 @@ class MessageFactory:
     def timings(self, timings: Mapping[str, float]) -> list[Any]:
         return [self.make("bopask_msgs/msg/StageTiming", stage=str(k), seconds=float(v)) for k, v in timings.items()]
 
-    def feedback(self, action: str, stage: str, detail: str, elapsed: float) -> Any:
-        fb = self.make("bopask_msgs/msg/StageFeedback", stage=stage, detail=detail, elapsed=float(elapsed))
+    def feedback(self, action: str, stage: str, detail: str, elapsed: float, attempt: int = 0) -> Any:
+        fb = self.make("bopask_msgs/msg/StageFeedback", stage=stage, detail=detail, elapsed=float(elapsed),
+                       attempt=int(attempt))
         return self.make(f"bopask_msgs/action/{action}_Feedback", feedback=fb)
+
+
+    def attempts(self, result: Any) -> list[Any]:
+        out = []
+        for a in getattr(result, "attempts", []) or []:
+            pts = np.asarray(a.points, dtype=np.float64).reshape(-1, 2)
+            kp = [self.make("bopask_msgs/msg/Keypoint2D", name="", u=float(p[0]), v=float(p[1])) for p in pts]
+            out.append(self.make("bopask_msgs/msg/Attempt", index=int(a.index), failure=str(a.failure),
+                                 reason=str(a.reason), points=kp))
+        return out
+
+    def refinement(self, result: Any, frame_id: str, stamp: float) -> Any:
+        r = getattr(result, "refinement", None)
+        T = None if r is None or r.answer_pose_base is None else skeleton_to_hand(r.answer_pose_base)
+        return self.make("bopask_msgs/msg/GraspRefinement", mode=str(getattr(r, "mode", "")),
+                         refined=bool(getattr(r, "refined", False)), moved_m=float(getattr(r, "moved_m", 0.0)),
+                         moved_deg=float(getattr(r, "moved_deg", 0.0)), score=float(getattr(r, "score", 0.0)),
+                         candidates=int(getattr(r, "candidates", 0)), range_source=str(getattr(r, "range_source", "")),
+                         answer_pose=self.pose_stamped(T, frame_id, stamp), reason=str(getattr(r, "reason", "")))
 
 
 def failed_check_of(reason: str) -> str:
@@ -220,7 +240,8 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
                             grasp_pose=factory.pose_stamped(T, frame_id, stamp),
                             pre_grasp_pose=factory.pose_stamped(pre, frame_id, stamp),
                             gripper_width=float(result.grasp_width or 0.0),
-                            keypoints=factory.lifted_points(result, frame_id, stamp), executed=executed)
+                            keypoints=factory.lifted_points(result, frame_id, stamp), executed=executed,
+                            refinement=factory.refinement(result, frame_id, stamp), attempts=factory.attempts(result))
     if action == "Pose":
         T, size = None, np.zeros(3)
         pts = np.asarray(result.points_base)
@@ -242,7 +263,9 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
         return factory.make("bopask_msgs/action/Trajectory_Result", **common,
                             waypoints=factory.make("geometry_msgs/msg/PoseArray", header=factory.header(frame_id, stamp),
                                                    poses=poses),
-                            points=factory.lifted_points(result, frame_id, stamp), executed=executed)
+                            points=factory.lifted_points(result, frame_id, stamp), executed=executed,
+                            path_moved_m=float(getattr(result, "path_moved_m", 0.0)),
+                            path_repair=str(getattr(result, "path_repair", "")), attempts=factory.attempts(result))
     if action == "Rearrangement":
         return factory.make("bopask_msgs/action/Rearrangement_Result", **common,
                             objects_to_move=factory.lifted_points(result, frame_id, stamp))

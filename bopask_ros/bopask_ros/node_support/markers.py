@@ -26,8 +26,14 @@ class MarkerSpec:
     color: tuple[float, float, float, float]
 
 
+def _skeleton_segments(T: NDArray[np.float64]) -> NDArray[np.float64]:
+    k = keypoints_3d(T)  # center, left base, right base, left tip, right tip
+    return np.array([k[1], k[2], k[1], k[3], k[2], k[4], k[0], np.asarray(T)[:3, 3]])
+
+
 def result_markers(result: object) -> list[MarkerSpec]:
-    """Lifted points (green valid, red invalid), the gripper skeleton, the waypoint path."""
+    """Lifted points (green valid, red invalid), the executed gripper skeleton (blue; with grasp refinement the
+    answer's own skeleton beside it, thin magenta, when the two differ), the waypoint path."""
     out: list[MarkerSpec] = []
     pts = np.asarray(getattr(result, "points_base", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
     valid = np.asarray(getattr(result, "valid", np.ones(len(pts), bool)), dtype=bool)
@@ -42,9 +48,13 @@ def result_markers(result: object) -> list[MarkerSpec]:
                               (0.9, 0.1, 0.1, 1.0)))
     T = getattr(result, "grasp_pose_base", None)
     if T is not None:
-        k = keypoints_3d(T)  # center, left base, right base, left tip, right tip
-        segments = np.array([k[1], k[2], k[1], k[3], k[2], k[4], k[0], np.asarray(T)[:3, 3]])
-        out.append(MarkerSpec("gripper", LINE_LIST, segments, (0.005, 0.0, 0.0), (0.2, 0.4, 1.0, 1.0)))
+        out.append(MarkerSpec("gripper", LINE_LIST, _skeleton_segments(T), (0.005, 0.0, 0.0), (0.2, 0.4, 1.0, 1.0)))
+    ref = getattr(result, "refinement", None)
+    T_answer = getattr(ref, "answer_pose_base", None)
+    if T_answer is not None and getattr(ref, "refined", False):
+        # the model's own skeleton, thin and magenta, beside the chosen grasp (blue)
+        out.append(MarkerSpec("answer_gripper", LINE_LIST, _skeleton_segments(T_answer), (0.002, 0.0, 0.0),
+                              (0.9, 0.2, 0.8, 0.8)))
     answer = getattr(result, "answer", None)
     if answer is not None and getattr(answer.task, "value", "") == "trajectory" and np.sum(finite) >= 2:
         out.append(MarkerSpec("waypoints", LINE_STRIP, pts[finite], (0.008, 0.0, 0.0), (1.0, 0.6, 0.0, 1.0)))

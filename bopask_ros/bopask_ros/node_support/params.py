@@ -70,6 +70,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("calibration.rotation", [0.0, 0.0, 0.0, 1.0], "calibration without a file: qx qy qz qw"),
     ParamSpec("patch_radius", 3, "half size of the depth patch read around each point (pixels)"),
     ParamSpec("waypoint_height", 0.16, "carrying height of trajectory waypoints above the table (m)"),
+    ParamSpec("grasp_refine", "local", "none: execute the model's grasp as fitted; local: the best executable grasp "
+              "near it from depth (same object, within 3 cm and 30 deg; bopask_ros.grasp.refine)", ("none", "local")),
+    ParamSpec("max_attempts", 3, "asks of the model per goal: an answer that fails lifting, refinement, safety or "
+              "planning is asked again naming the failure (1: never re-ask)"),
     # goals
     ParamSpec("busy_policy", "reject", "a goal arriving while another runs is rejected or queued",
               ("reject", "queue")),

@@ -292,7 +292,8 @@ class BopaskNode(Node):
         self.pipeline = TaskPipeline(self.client, self.tf, base_frame=self.params["planning_frame"],
                                      safety=self.safety, planner=self.planner,
                                      waypoint_height=self.params["waypoint_height"],
-                                     table_height=self.safety.table_height)
+                                     table_height=self.safety.table_height,
+                                     grasp_refine=self.params["grasp_refine"], max_attempts=self.params["max_attempts"])
         self._subscribe()
         from sensor_msgs.msg import Image
         from visualization_msgs.msg import MarkerArray
@@ -593,7 +594,10 @@ class BopaskNode(Node):
                     return finish(ResultStatus.LIFT_FAILED, dead)
 
             def feedback(stage: Stage) -> None:
-                goal_handle.publish_feedback(self.factory.feedback(iface, stage.value, "", time.monotonic() - t_start))
+                attempt = int(getattr(self.pipeline, "current_attempt", 0))
+                detail = f"attempt {attempt + 1}" if attempt else ""
+                goal_handle.publish_feedback(self.factory.feedback(iface, stage.value, detail, time.monotonic() - t_start,
+                                                                   attempt))
 
             canceled = lambda: goal_handle.is_cancel_requested  # noqa: E731
             self.client.set_cancel(canceled)
@@ -667,9 +671,9 @@ class BopaskNode(Node):
             if self.params["publish_debug_image"] and result.answer is not None:
                 from sensor_msgs.msg import Image
 
-                from bopask_vlm.viz import draw_answer
+                from bopask_ros.node_support.debug_image import debug_image
 
-                fields = array_to_image_fields(draw_answer(frame.rgb, result.answer), "rgb8")
+                fields = array_to_image_fields(debug_image(frame.rgb, frame.camera, result), "rgb8")
                 fields["data"] = array.array("B", fields["data"].tobytes())  # rclpy's fast path for uint8[]
                 msg = Image(**fields)
                 msg.header = self.factory.header(frame.frame_id, frame.stamp)
