@@ -27,5 +27,7 @@ setup(
             "bopask_node = bopask_ros.ros.node:main",
             "bopask_demo = bopask_ros.replay.demo:main",
         ],
+        # `bopask replay`: bopask_vlm's CLI discovers subcommands in this entry-point group (it never imports us)
+        "bopask.commands": ["replay = bopask_ros.replay.cli:main"],
     },
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 #: subcommand -> (module exposing ``main(argv) -> int``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -36,11 +37,31 @@ def plugins() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in SUBCOMMANDS}
 
 
+def plugin_help(ep: object) -> str:
+    """A plugin's one-line help: the first line of its module's docstring, read without importing the module
+    (``bopask --help`` stays instant), followed by the package it comes from."""
+    import ast
+    import importlib.util
+
+    module = ep.value.split(":")[0]  # type: ignore[attr-defined]
+    package = module.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(module)
+        text = Path(spec.origin).read_text() if spec and spec.origin else ""
+        doc = ast.get_docstring(ast.parse(text)) if text else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        doc = None
+    from bopask_vlm.help_format import first_line
+
+    line = first_line(doc).replace("``", "")
+    return f"{line} ({package})" if line else f"(plugin: {package})"
+
+
 def _usage() -> str:
     lines = ["usage: bopask <command> [options]", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     for name, ep in sorted(plugins().items()):
-        lines.append(f"  {name:<9} (plugin: {ep.value.split(':')[0].split('.')[0]})")
+        lines.append(f"  {name:<9} {plugin_help(ep)}")
     lines += ["", "`bopask <command> --help` describes a command's options."]
     return "\n".join(lines)
 

@@ -183,6 +183,7 @@ def replay_bag(bag: str | Path | BagData, client: Any, *, out_dir: str | Path | 
             m.update(score_3d(rec, res, scene, T_bc, m))
         samples.append({"id": rec.id, "task": rec.task.value, "im_id": int(rec.im_id), "metrics": m,
                         "status": res.status.value, "reason": res.reason, "raw_text": res.raw_text,
+                        "server_error": res.status == ResultStatus.VLM_ERROR,  # no answer came back
                         "timings_ms": {k: v * 1e3 for k, v in res.timings.items()},
                         "points_base": np.asarray(res.points_base).tolist()})
     if skipped:

@@ -8,7 +8,9 @@
 4. write the report under ``--out``: ``report.md`` (metrics table, per-stage latency), ``metrics.json``,
    ``metrics.png``, ``samples.jsonl`` and ``overlays/`` (grasps, cuboids, trajectories, ...).
 
-Usage: ``python -m bopask_ros.replay.demo --out demo_out [--endpoint http://127.0.0.1:8000/v1 --model NAME]``
+Usage: ``python -m bopask_ros.replay.demo --out demo_out [--endpoint http://127.0.0.1:8000/v1 --model NAME]``;
+exit status 1 when every request (or more than ``--max-server-errors`` of them) failed to reach the server.
+``bopask replay demo_out/bag --client ... --out DIR`` replays the demo's bag again with any client.
 """
 
 from __future__ import annotations
@@ -23,17 +25,23 @@ from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bopask_ros.replay.demo", description=__doc__.splitlines()[0])
+    from bopask_vlm.help_format import DefaultsFormatter
+
+    p = argparse.ArgumentParser(prog="python -m bopask_ros.replay.demo", description=__doc__,
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--out", default="demo_out", help="output directory (replaced)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
     p.add_argument("--objects", type=int, default=5, help="objects on the table")
     p.add_argument("--frames", type=int, default=3, help="camera views of the scene")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=640, help="image width (px)")
+    p.add_argument("--height", type=int, default=480, help="image height (px)")
     p.add_argument("--max-records", type=int, default=120, help="at most this many questions (stratified)")
     p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL of a vLLM server")
     p.add_argument("--model", default=None, help="served model name (with --endpoint)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--max-server-errors", type=float, default=None, metavar="FRACTION",
+                   help="exit 1 when more than this fraction of the requests never reached the model server; "
+                        "without it, exit 1 only when every request failed so")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no report on stdout")
     return p
 
 
@@ -111,11 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).resolve()
     if not args.quiet:
         print((out / "report.md").read_text())
+    frames = summary["frames_read"]
     print(f"demo finished in {summary['demo_timing_s']['total']:.1f} s: {summary['n']} questions on "
-          f"{summary['frames_read']} frames, {summary['invalid']} invalid")
+          f"{frames} frame{'' if frames == 1 else 's'}, {summary['invalid']} invalid")
+    from bopask_vlm.eval.cli import server_error_exit
+    from bopask_vlm.eval.report import server_error_line
+
+    if summary.get("server_errors"):
+        print(server_error_line(summary))
     print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}\nplot: {out / 'metrics.png'}\n"
           f"overlays: {out / 'overlays'}\nbag: {out / 'bag'}")
-    return 0
+    return server_error_exit(summary, args.max_server_errors, "python -m bopask_ros.replay.demo")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4, help="concurrent requests to a server")
     p.add_argument("--overlays", type=int, default=16, help="overlay images of this many failures")
     p.add_argument("--out", default="bench_out", help="output directory")
+    p.add_argument("--max-server-errors", type=float, default=None, metavar="FRACTION",
+                   help="exit 1 when more than this fraction of the requests never reached the model (refused, "
+                        "timed out, HTTP 5xx); without it, exit 1 only when every request failed so")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -74,6 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=not args.no_progress, model_name=args.model, seed=args.seed)
     print(res.paths["markdown"].read_text())
     print(f"report: {res.paths['markdown']}  metrics: {res.paths['json']}")
+    return server_error_exit(res.summary, args.max_server_errors, "bopask bench")
+
+
+def server_error_exit(summary: dict, max_fraction: float | None, prog: str) -> int:
+    """1 (and a line on stderr) when every request, or more than ``max_fraction`` of them, never reached the
+    model; else 0. The bench's and the demo's exit status."""
+    k, n = int(summary.get("server_errors", 0)), int(summary.get("n", 0))
+    if not n or not k:
+        return 0
+    if k == n or (max_fraction is not None and k / n > max_fraction):
+        from bopask_vlm.eval.report import server_error_line
+
+        limit = "every request" if k == n else f"more than {max_fraction:g} of the requests"
+        print(f"{prog}: {limit} failed to reach the model server: {server_error_line(summary)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,9 @@
 """Aggregate per-sample metrics into the paper's table (JSON, markdown) and a metrics plot.
 
 Per task: ``n``, ``invalid`` (answers that failed to parse or validate, counted as failures), and the
-means of the sample metrics. The headline columns follow BOP-Ask-core: pose 3D IoU (%), trajectory
+means of the sample metrics. Overall, ``server_errors``: samples whose request never reached a model
+(``server_error`` true: refused, timed out, HTTP 5xx); they are invalid too, but say the server, not
+the model, failed. The headline columns follow BOP-Ask-core: pose 3D IoU (%), trajectory
 success (%) and distance (px, mean over valid answers), grasp NCE (mean, an invalid answer counts as
 the cap 10), spatial and depth accuracy (%), rearrangement recall (%).
 """
@@ -18,7 +20,7 @@ import numpy as np
 
 from bopask_vlm.answers.types import Task
 
-__all__ = ["HEADLINE", "aggregate", "to_markdown", "write_report", "plot_metrics"]
+__all__ = ["HEADLINE", "aggregate", "plot_metrics", "server_error_line", "to_markdown", "write_report"]
 
 #: column name -> (task, metric key, scale)
 HEADLINE: dict[str, tuple[Task, str, float]] = {
@@ -36,7 +38,11 @@ def aggregate(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """``samples``: dicts with ``task`` and ``metrics`` (name -> number). Returns per-task means."""
     per: dict[str, dict[str, list[float]]] = {}
     counts: dict[str, dict[str, int]] = {}
+    server_errors, first_server_error = 0, None
     for s in samples:
+        if s.get("server_error"):
+            server_errors += 1
+            first_server_error = first_server_error or str(s.get("error") or s.get("reason") or "")
         t = Task(s["task"]).value
         c = counts.setdefault(t, {"n": 0, "invalid": 0})
         c["n"] += 1
@@ -54,14 +60,29 @@ def aggregate(samples: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for col, (task, key, scale) in HEADLINE.items():
         v = tasks.get(task.value, {}).get("metrics", {}).get(key)
         headline[col] = None if v is None else round(v * scale, 3)
-    return {"tasks": tasks, "headline": headline,
-            "n": sum(c["n"] for c in counts.values()), "invalid": sum(c["invalid"] for c in counts.values())}
+    out = {"tasks": tasks, "headline": headline,
+           "n": sum(c["n"] for c in counts.values()), "invalid": sum(c["invalid"] for c in counts.values()),
+           "server_errors": server_errors}
+    if first_server_error:
+        out["first_server_error"] = first_server_error
+    return out
+
+
+def server_error_line(summary: Mapping[str, Any]) -> str:
+    """One line saying how many requests never reached the model (empty when none failed so)."""
+    k, n = int(summary.get("server_errors", 0)), int(summary.get("n", 0))
+    if not k:
+        return ""
+    return (f"server errors: {k} of {n} requests did not reach the model (counted invalid); first: "
+            f"{summary.get('first_server_error', '?')}")
 
 
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
+        if v == 0:
+            return "0"
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
 
@@ -75,6 +96,8 @@ def to_markdown(summary: Mapping[str, Any], title: str = "BOP-ASK benchmark") ->
     for t, d in summary["tasks"].items():
         ms = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(d["metrics"].items()))
         lines.append(f"| {t} | {d['n']} | {d['invalid']} | {ms} |")
+    if summary.get("server_errors"):
+        lines += ["", f"**{server_error_line(summary)}**"]
     lat = summary.get("latency")
     if lat:
         lines += ["", "| stage | p50 ms | p95 ms | n |", "|---|---|---|---|"]

@@ -134,7 +134,7 @@ def run_benchmark(records: Sequence[Any], client: Any, dataset_root: str | Path,
     from tqdm import tqdm
 
     from bopask_vlm.answers import answer_to_json
-    from bopask_vlm.clients import VLMError, VLMRequest
+    from bopask_vlm.clients import VLMError, VLMRequest, VLMServerError
 
     if not records:
         raise RunnerError("no records to evaluate")
@@ -151,6 +151,8 @@ def run_benchmark(records: Sequence[Any], client: Any, dataset_root: str | Path,
         resps = client.ask_many(reqs, max_concurrency)
         for r, resp in zip(chunk, resps):
             pred, err, raw, lat = None, "", "", None
+            # the request never reached a model (refused, timed out, HTTP 5xx): counted apart from bad answers
+            server_error = isinstance(resp, VLMServerError)
             if isinstance(resp, VLMError) or isinstance(resp, Exception):
                 err = f"{type(resp).__name__}: {resp}"
                 raw = str(getattr(resp, "raw_text", "") or "")
@@ -159,7 +161,8 @@ def run_benchmark(records: Sequence[Any], client: Any, dataset_root: str | Path,
                 model = model or resp.model
             scene = scene_for_record(r, root)
             m = score_answer(r, pred, scene)
-            samples.append({"id": r.id, "task": r.task.value, "metrics": m, "error": err, "raw_text": raw,
+            samples.append({"id": r.id, "task": r.task.value, "metrics": m, "error": err, "server_error": server_error,
+                            "raw_text": raw,
                             "latency_s": lat, "pred": answer_to_json(pred) if pred is not None else None,
                             "image": r.image})
             answers.append(pred)
