@@ -72,3 +72,18 @@ def test_markers_separate_valid_and_invalid_points_and_draw_the_gripper():
     assert len(ms["lifted_points"].points) == 2 and "invalid_points" not in ms  # NaN is not drawn
     assert ms["gripper"].type == LINE_LIST and len(ms["gripper"].points) % 2 == 0
     assert ms["waypoints"].type == LINE_STRIP
+
+
+def test_grasp_alternatives_are_one_physical_grasp_for_a_parallel_jaw_gripper():
+    from scipy.spatial.transform import Rotation
+
+    from bopask_ros.motion.motion_steps import grasp_alternatives
+    from bopask_vlm.gripper import keypoints_3d
+
+    T = make_transform(Rotation.from_euler("xyz", [170, 10, 35], degrees=True).as_matrix(), [0.4, -0.1, 0.1])
+    a, b = grasp_alternatives(T)
+    np.testing.assert_allclose(a, T)
+    ka, kb = keypoints_3d(a), keypoints_3d(b)
+    np.testing.assert_allclose(kb[[0, 2, 1, 4, 3]], ka, atol=1e-12)  # the same contacts, fingers swapped
+    np.testing.assert_allclose(b[:3, 2], a[:3, 2])  # the same approach
+    assert not np.allclose(b, a)

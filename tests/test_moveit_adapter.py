@@ -72,7 +72,8 @@ class RobotState:
 
     def set_from_ik(self, joint_model_group_name, geometry_pose, tip_name, timeout=0.0):
         self.ik_call = (joint_model_group_name, geometry_pose, tip_name, timeout, dict(self.joint_positions))
-        return self.ik_result
+        # ik_result may be a test's model of the arm's limits: a function of the asked pose
+        return self.ik_result(geometry_pose.T) if callable(self.ik_result) else self.ik_result
 
     def update(self, force=False, type="all"):
         self.updated += 1
@@ -484,3 +485,29 @@ def test_without_moveit_py_the_planner_answers_with_the_reason():
     assert not planner.ready and "moveit_py is not installed" in planner.start_error
     out = planner.plan(grasp_result(), grasp_goal(), None)
     assert not out.ok and "moveit_py is not installed" in out.reason
+
+
+def test_a_grasp_the_wrist_cannot_reach_is_turned_half_a_turn_as_in_the_simulator():
+    """The stand-in's IK models the Panda's last-joint limit: only hands whose x axis points against the asked
+    grasp's are reachable; the runner executes the same grasp turned 180 degrees about its approach
+    (motion_steps.grasp_alternatives, as bopask_sim's backend does)."""
+    from bopask_ros.motion.motion_steps import grasp_alternatives
+    from bopask_vlm.gripper import skeleton_to_hand
+
+    planner, robot = make_planner()
+    res = grasp_result()
+    T_as_asked, T_turned = (skeleton_to_hand(T) for T in grasp_alternatives(res.grasp_pose_base))
+    robot.current.ik_result = lambda T: bool(T[:3, 0] @ T_as_asked[:3, 0] < 0)
+    out = planner.plan(res, grasp_goal(), cancel=None)
+    assert out.ok and out.executed, out.reason
+    goals = [np.asarray(p[1][0].T) for p in arm_plans(robot) if isinstance(p[1], tuple)]
+    assert any(np.allclose(T, T_turned) for T in goals), "the turned grasp's approach was planned"
+    assert not any(np.allclose(T, T_as_asked) for T in goals)
+    np.testing.assert_allclose(T_turned[:3, 2], T_as_asked[:3, 2])  # same approach, wrist half a turn
+    np.testing.assert_allclose(T_turned[:3, 0], -T_as_asked[:3, 0])
+    # neither reachable: the first unreachable reason, nothing moved
+    robot2 = MoveItPy()
+    planner2, _ = make_planner(robot2)
+    robot2.current.ik_result = False
+    out = planner2.plan(grasp_result(), grasp_goal(), cancel=None)
+    assert not out.ok and not out.executed and "unreachable" in out.reason and robot2.executed == []

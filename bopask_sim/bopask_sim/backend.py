@@ -6,8 +6,11 @@ from the pipeline result and carries them out in the simulated scene (:mod:`bopa
 - grasp: ``grasp_steps(result.grasp_pose_base)`` (pre-grasp, open, approach, close, attach, lift), then the
   object is held for 1 s and the outcome measured (:class:`bopask_sim.outcomes.GraspMeasure`);
 - trajectory: the object held by the last grasp is carried along ``trajectory_steps`` of the lifted waypoints
-  (the hand keeps the grasp's orientation and its offset from the object's base point), released on the last
-  one, and the hand backs off 8 cm (a simulator-only step, so that it does not disturb the placed object);
+  (the hand keeps its orientation at the close and its offset from the object's base point *as the robot
+  perceived it*: :func:`perceived_base_point`, from the hand's pose when the fingers closed (kinematics), the
+  measured support plane and, when given, the depth points between the fingers; never the simulator's object
+  pose), released on the last one (the fingers open), and the hand backs off 8 cm (a simulator-only step, so
+  that it does not disturb the placed object);
 - other tasks: nothing moves (``pose`` would add a collision box, which the simulated scene already holds).
 
 IK failures are found before anything moves (``PlanOutcome(ok=False, executed=False)``); physical failures
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion.motion_steps import MotionStep, grasp_steps, trajectory_steps
+from bopask_ros.motion.motion_steps import MotionStep, grasp_alternatives, grasp_steps, trajectory_steps
 from bopask_ros.motion.safety import SafetyEnvelope
 from bopask_ros.pipeline import Goal, PipelineResult, PlanOutcome
 from bopask_sim.outcomes import HOLD_S, CarryMeasure, GraspMeasure, classify_carry, classify_grasp
@@ -33,9 +36,40 @@ from bopask_sim.robot import ContactMonitor, IKError
 from bopask_sim.steps import check_reachable, describe, run_steps
 from bopask_sim.world import SimWorld
 from bopask_vlm.answers.types import Task
-from bopask_vlm.gripper import FLIP_Z, GRASP_DEPTH
+from bopask_vlm.gripper import GRASP_DEPTH
 
 RETREAT = 0.08
+#: the region between the finger pads, in the ``panda_hand`` frame around the grasp point (metres): half the
+#: pads' width along x, half the widest opening along y, along the approach z
+BETWEEN_FINGERS = (0.012, 0.045, 0.025)
+MIN_POINTS_BETWEEN = 15
+
+
+def perceived_base_point(T_base_hand: NDArray[np.float64], plane_base: tuple[Any, float] | None,
+                         points_base: NDArray[np.float64] | None = None, table_height: float = 0.0
+                         ) -> NDArray[np.float64]:
+    """Where the robot believes the held object's base point (bottom centre, the datagen's trajectory reference)
+    rested, from what it perceives: the point between the finger pads of the hand when the fingers closed
+    (``T_base_hand``, kinematics; the coupled fingers centre the object along their closing axis), moved along
+    the pads' width to the centre of the depth points seen between the fingers (``points_base``, base frame, when
+    at least :data:`MIN_POINTS_BETWEEN`), and dropped along the measured support plane's normal onto it
+    (``plane_base``: ``(normal, offset)``, ``normal . x + offset = 0``; None: the configured ``table_height``)."""
+    T = np.asarray(T_base_hand, float)
+    c = T[:3, 3] + T[:3, 2] * GRASP_DEPTH
+    if points_base is not None and len(points_base):
+        q = (np.asarray(points_base, float).reshape(-1, 3) - c) @ T[:3, :3]
+        inside = np.all(np.abs(q) <= np.asarray(BETWEEN_FINGERS), axis=1)
+        if int(inside.sum()) >= MIN_POINTS_BETWEEN:
+            c = c + T[:3, 0] * float(np.median(q[inside, 0]))
+    if plane_base is None:
+        n, off = np.array([0.0, 0.0, 1.0]), -float(table_height)
+    else:
+        n = np.asarray(plane_base[0], float)
+        nn = float(np.linalg.norm(n))
+        n, off = n / nn, float(plane_base[1]) / nn
+        if n[2] < 0:
+            n, off = -n, -off
+    return c - (float(n @ c) + off) * n
 
 
 class SimMotionBackend:
@@ -50,6 +84,12 @@ class SimMotionBackend:
         self.lift_distance = float(lift_distance)
         self.hold_s = float(hold_s)
         self.held: int | None = None  # instance index held after a successful grasp
+        #: ``panda_hand`` in the base frame when the fingers last closed (kinematics) and the held object's base
+        #: point as perceived then (:func:`perceived_base_point`): what a carry's hand-to-object offset comes from
+        self.hand_at_close: NDArray[np.float64] | None = None
+        self.held_point_base: NDArray[np.float64] | None = None
+        #: every motion step list sent to the arm (plain data), in order: what the robot was commanded
+        self.commanded: list[list[dict[str, Any]]] = []
         self.last: dict[str, Any] = {}  # measures of the last plan() for the caller (metrics, pictures)
 
     @classmethod
@@ -113,7 +153,11 @@ class SimMotionBackend:
         if task == Task.GRASP:
             if result.grasp_pose_base is None:
                 return PlanOutcome(False, "no grasp pose to execute")
-            return self.grasp(result.grasp_pose_base, execute=execute, cancel=cancel)
+            out = self.grasp(result.grasp_pose_base, execute=execute, cancel=cancel)
+            if self.hand_at_close is not None and out.executed:
+                self.held_point_base = perceived_base_point(self.hand_at_close, result.support_plane_base,
+                                                            table_height=self.safety.table_height)
+            return out
         if task == Task.TRAJECTORY:
             return self.carry(result.points_base, execute=execute, cancel=cancel)
         return PlanOutcome(True, f"nothing to execute for {task.value}")
@@ -124,10 +168,9 @@ class SimMotionBackend:
         """Grasp at an M2T2 skeleton pose in the base frame (the pipeline's ``grasp_pose_base``)."""
         m = GraspMeasure()
         # a parallel-jaw grasp and the same grasp turned 180 degrees about its approach are one physical grasp:
-        # the arm takes whichever its joint limits allow
-        T_in = np.asarray(T_base_skeleton, float)
+        # the arm takes the first its joint limits allow, as the MoveIt path does (motion_steps.grasp_alternatives)
         first: IKError | None = None
-        for T_try in (T_in, T_in @ FLIP_Z):
+        for T_try in grasp_alternatives(T_base_skeleton):
             steps = grasp_steps(T_try, self.safety, lift_distance=self.lift_distance)
             try:
                 sols = check_reachable(steps, self.arm, self._to_world)
@@ -141,7 +184,7 @@ class SimMotionBackend:
         self.last = {"task": "grasp", "steps": describe(steps), "measure": m}
         if not execute:
             return PlanOutcome(True, "reachable (plan only)", executed=False, plan=m)
-        T_w = self._to_world(np.asarray(T_base_skeleton, float))
+        T_w = self._to_world(np.asarray(T_try, float))
         grasp_point = T_w[:3, :3] @ np.array([0.0, 0.0, GRASP_DEPTH]) + T_w[:3, 3]
         target = self._nearest_instance(grasp_point)
         m.target = target
@@ -149,12 +192,18 @@ class SimMotionBackend:
         self.arm.monitor = ContactMonitor(target=body)
         z0 = self.world.object_pose(target)[2, 3] if target is not None else 0.0
         self.held = None
+        self.hand_at_close = self.held_point_base = None
 
         def rise() -> float:
             return float(self.world.object_pose(target)[2, 3] - z0) if target is not None else 0.0
 
+        def before(i: int, s: MotionStep) -> None:
+            if s.kind == "attach":  # the fingers have closed: where the hand is (kinematics)
+                self.hand_at_close = self.world.world_to_base(self.arm.hand_pose())
+
+        self.commanded.append(describe(steps))
         try:
-            run_steps(steps, self.arm, self._to_world, sols, cancel=cancel)
+            run_steps(steps, self.arm, self._to_world, sols, before=before, cancel=cancel)
         except IKError as e:
             m.ik_failure = str(e)
         m.rise_after_lift = rise()
@@ -189,8 +238,12 @@ class SimMotionBackend:
             return PlanOutcome(False, "grasp_failed: no object in the gripper to carry", executed=False, plan=m)
         if len(P) < 2:
             return PlanOutcome(False, "a trajectory needs at least 2 waypoints", executed=False, plan=m)
-        T_hand_b = self.world.world_to_base(self.arm.hand_pose())
-        d = T_hand_b[:3, 3] - self.world.world_to_base(self.world.base_point(a)[None])[0]
+        if self.hand_at_close is None or self.held_point_base is None:
+            return PlanOutcome(False, "grasp_failed: the held object's position was not perceived at the grasp",
+                               executed=False, plan=m)
+        # the hand-to-object offset as perceived when the fingers closed (they move together since)
+        T_hand_b = self.hand_at_close
+        d = T_hand_b[:3, 3] - np.asarray(self.held_point_base, float)
         steps = trajectory_steps(P + d, orientation=T_hand_b[:3, :3], tool_offset=0.0)
         back = T_hand_b.copy()
         back[:3, 3] = P[-1] + d + [0.0, 0.0, RETREAT]
@@ -203,6 +256,7 @@ class SimMotionBackend:
             return PlanOutcome(False, f"ik_failure: {e}", executed=False, plan=m)
         if not execute:
             return PlanOutcome(True, "reachable (plan only)", executed=False, plan=m)
+        self.commanded.append(describe(steps))
         last_w = self.world.base_to_world(P[-1:])[0]
         b = self._nearest_instance(last_w - [0.0, 0.0, 0.005], exclude={a})
         allowed = {self.world.instances[b].body} if b is not None else set()
@@ -218,7 +272,7 @@ class SimMotionBackend:
             run_steps(steps, self.arm, self._to_world, sols, before=before, cancel=cancel)
         except IKError as e:
             m.ik_failure = str(e)
-        self.held = None
+        self.held = self.hand_at_close = self.held_point_base = None  # released
         self.arm.wait(self.hold_s)
         goal = last_w if target_world is None else np.asarray(target_world, float)
         m.placement_error = float(np.linalg.norm(self.world.base_point(a) - goal))

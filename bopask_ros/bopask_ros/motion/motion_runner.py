@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from bopask_ros.motion.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check, steps_for
+from bopask_ros.motion.motion_steps import BOX_PREFIX, MotionStep, object_box_id, poses_to_check, step_options_for
 from bopask_ros.pipeline import PlanOutcome
 
 __all__ = [
@@ -383,13 +383,21 @@ class MotionRunner:
 
 def plan_goal(runner: MotionRunner, result: Any, goal: Any, params: Mapping[str, Any],
               cancel: Callable[[], bool] | None) -> PlanOutcome:
-    """The pipeline's ``Planner.plan`` on a runner: the goal's steps (:func:`motion_steps.steps_for`), executed
+    """The pipeline's ``Planner.plan`` on a runner: the goal's steps (:func:`motion_steps.step_options_for`: a grasp
+    turned half a turn when the arm cannot reach it as given; the first unreachable outcome otherwise), executed
     only when the goal asks for it and ``params["allow_execution"]`` allows it, with the result's support plane
     and target points. Any backend behind a :class:`MotionRunner` is a Planner through this."""
-    steps = steps_for(result, goal, params, runner.safety)
-    if steps is None:
+    options = step_options_for(result, goal, params, runner.safety)
+    if options is None:
         return PlanOutcome(True, "nothing to plan for this task")
     execute = (not goal.plan_only) and bool(params["allow_execution"])
     targets = np.asarray(result.points_base, dtype=np.float64).reshape(-1, 3)
-    return runner.run(steps, execute, cancel, support_plane=getattr(result, "support_plane_base", None),
-                      targets=targets if len(targets) else None)
+    first: PlanOutcome | None = None
+    for steps in options:  # a grasp: as given, then turned half a turn (motion_steps.grasp_alternatives)
+        out = runner.run(steps, execute, cancel, support_plane=getattr(result, "support_plane_base", None),
+                         targets=targets if len(targets) else None)
+        if out.ok or out.executed or out.canceled or not out.reason.startswith("unreachable"):
+            return out
+        first = first or out
+    assert first is not None
+    return first

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
 from bopask_ros.motion.safety import SafetyEnvelope
-from bopask_vlm.gripper import skeleton_to_hand
+from bopask_vlm.gripper import FLIP_Z, skeleton_to_hand
 
 #: a top-down gripper orientation: approach (+z) pointing down the base z axis
 TOP_DOWN = Rotation.from_euler("x", 180, degrees=True).as_matrix()
@@ -56,6 +56,20 @@ def grasp_steps(T_grasp: NDArray[np.float64], safety: SafetyEnvelope, lift_dista
         MotionStep("attach", "attach object"),
         MotionStep("linear", "lift", _shifted(T, lift_distance)),
     ]
+
+
+def grasp_alternatives(T_grasp: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """The grasp as given, then the same grasp turned 180 degrees about its approach axis; both motion paths (the
+    MoveIt runner's :func:`bopask_ros.motion.motion_runner.plan_goal` and the simulator's
+    :meth:`bopask_sim.backend.SimMotionBackend.grasp`) execute the first whose steps the arm can reach.
+
+    Legitimate for a parallel-jaw gripper such as the Panda's: its two fingers are identical and close
+    symmetrically onto one line, so the turned grasp touches the object at the same two contacts along the same
+    closing line from the same approach; only the wrist differs by half a turn, which the arm's last joint limit
+    (about +-166 deg on the Panda) may allow for one and not for the other. (Not for a gripper whose fingers
+    differ, or whose hand is not symmetric about its approach axis.)"""
+    T = np.asarray(T_grasp, dtype=np.float64)
+    return [T, T @ FLIP_Z]
 
 
 def trajectory_steps(points_base: NDArray[np.float64], orientation: NDArray[np.float64] = TOP_DOWN,
@@ -99,6 +113,20 @@ def pose_steps(T_box: NDArray[np.float64], size: NDArray[np.float64], descriptio
 def poses_to_check(steps: list[MotionStep]) -> list[MotionStep]:
     """The steps whose pose must have an IK solution before anything moves."""
     return [s for s in steps if s.kind in ("move", "linear") and s.pose is not None]
+
+
+def step_options_for(result: Any, goal: Any, params: Mapping[str, Any],
+                     safety: SafetyEnvelope) -> list[list[MotionStep]] | None:
+    """The goal's motion steps and their equivalent alternatives, in the order to try them (the first whose arm
+    poses are all reachable runs): a grasp's :func:`grasp_alternatives`; one list for every other task. None:
+    nothing to plan."""
+    from bopask_vlm.answers import Task
+
+    if Task(goal.task) is Task.GRASP and result.grasp_pose_base is not None:
+        return [grasp_steps(T, safety, params["lift_distance"], params["gripper_open_state"],
+                            params["gripper_close_state"]) for T in grasp_alternatives(result.grasp_pose_base)]
+    steps = steps_for(result, goal, params, safety)
+    return None if steps is None else [steps]
 
 
 def steps_for(result: Any, goal: Any, params: Mapping[str, Any], safety: SafetyEnvelope) -> list[MotionStep] | None:
