@@ -79,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"first scene seed (default {EVAL_FIRST_SEED}: disjoint from the seeds the simulator's "
                         f"constants were tuned on)")
     p.add_argument("--objects", type=int, default=5, help="objects per scene")
+    p.add_argument("--scene-family", choices=("primitives", "mixed"), default="primitives",
+                   help="primitives: the original scenes; mixed: many meshes, clutter, D435 depth")
+    p.add_argument("--viewpoint", choices=("front", "oblique"), default=None,
+                   help="a named camera placement instead of the calibration file (oblique: low, from the side)")
     p.add_argument("--no-direct", action="store_true", help="skip executing the datagen's own 3D targets")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true")
@@ -103,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sim_eval(client, episodes=args.episodes, noise_levels=args.keypoint_noise, out_dir=args.out, tasks=tasks,
                  scenes=args.scenes, first_seed=args.seed, num_objects=args.objects,
                  direct=False if args.no_direct else None, progress=not args.quiet, answer_error=args.answer_error,
-                 calib_error=args.calib_error, executor=args.executor, workers=args.workers, address=args.address)
+                 calib_error=args.calib_error, executor=args.executor, workers=args.workers, address=args.address,
+                 scene_family=args.scene_family, viewpoint=args.viewpoint)
     out = Path(args.out).resolve()
     print(f"\nmetrics: {out / 'metrics.json'}\nplot: {m['plot']}\nstrip: {m['strip']}")
     for task, path in m["plots"].items():

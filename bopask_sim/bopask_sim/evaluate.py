@@ -106,14 +106,16 @@ def calibration_error(seed: int, translation_m: float, rotation_deg: float) -> N
 
 def prepare_scene(seed: int, work_dir: str | Path, *, num_objects: int = 5, width: int = 640, height: int = 480,
                   calibration: Any = None, use_real_mesh: bool = True, calib_error: tuple[float, float] = (0.0, 0.0),
-                  records: list[Any] | None = None) -> PreparedScene:
+                  records: list[Any] | None = None, scene_family: str = "primitives",
+                  viewpoint: str | None = None) -> PreparedScene:
     """Build the scene, capture the camera frame, write it in the BOP layout and run the datagen on it.
     ``records``: the scene's records from an earlier preparation (the scene is rebuilt from its seed, nothing is
-    written); ``calib_error``: (m, deg) of the extrinsic the pipeline will use (:func:`calibration_error`)."""
+    written); ``calib_error``: (m, deg) of the extrinsic the pipeline will use (:func:`calibration_error`);
+    ``scene_family``/``viewpoint``: :class:`bopask_sim.world.SimWorld`'s."""
     t0 = time.perf_counter()
     work = Path(work_dir) / f"scene_{seed:04d}"
     world = SimWorld(seed, num_objects, calibration=calibration, width=width, height=height,
-                     use_real_mesh=use_real_mesh)
+                     use_real_mesh=use_real_mesh, scene_family=scene_family, viewpoint=viewpoint)
     frame = world.capture()
     T_est = calibration_error(seed, *calib_error) @ frame.T_base_camera
     if records is not None:
@@ -651,6 +653,13 @@ class SceneSettings:
     num_objects: int = 5
     use_real_mesh: bool = True
     calib_error: tuple[float, float] = CALIB_ERROR
+    scene_family: str = "primitives"
+    viewpoint: str | None = None
+
+    def prepare(self, seed: int, records: list[Any] | None = None) -> PreparedScene:
+        return prepare_scene(seed, self.work_dir, num_objects=self.num_objects, use_real_mesh=self.use_real_mesh,
+                             calib_error=self.calib_error, records=records, scene_family=self.scene_family,
+                             viewpoint=self.viewpoint)
 
 
 @dataclass
@@ -671,8 +680,7 @@ class _Stub:
 
 def prepare_scene_job(seed: int, settings: SceneSettings) -> _Stub:
     """Executor task: build scene ``seed``, write it and generate its records; the world is closed again."""
-    prep = prepare_scene(seed, settings.work_dir, num_objects=settings.num_objects,
-                         use_real_mesh=settings.use_real_mesh, calib_error=settings.calib_error)
+    prep = settings.prepare(seed)
     prep.world.close()
     return _Stub(seed, prep.records, str(prep.scene_dir) if prep.scene_dir else None, prep.prep_s)
 
@@ -683,8 +691,7 @@ def scene_episodes_job(seed: int, settings: SceneSettings, records: list[Any], i
     """Executor task: rebuild scene ``seed`` (deterministic) and run its episodes: ``items`` (task, index in the
     task's sample, record id, snapshot) under each condition (level name, resolved level, noise px), then the
     direct executions. Returns ``(sort key, episode)`` pairs."""
-    prep = prepare_scene(seed, settings.work_dir, num_objects=settings.num_objects,
-                         use_real_mesh=settings.use_real_mesh, calib_error=settings.calib_error, records=records)
+    prep = settings.prepare(seed, records)
     by_id = {r.id: r for r in records}
     backend = SimMotionBackend(prep.world)
     out: list[tuple[tuple[int, int, int], Episode]] = []
@@ -726,7 +733,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
              first_seed: int = EVAL_FIRST_SEED, num_objects: int = 5, direct: bool | None = None, snapshots: int = 4,
              progress: bool = True, use_real_mesh: bool = True, log: Callable[[str], None] | None = print,
              answer_error: Sequence[str] = (ORACLE,), calib_error: tuple[float, float] = CALIB_ERROR,
-             executor: str | Any = "inline", workers: int = 1, address: str | None = None) -> dict[str, Any]:
+             executor: str | Any = "inline", workers: int = 1, address: str | None = None,
+             scene_family: str = "primitives", viewpoint: str | None = None) -> dict[str, Any]:
     """Run the evaluation; writes ``metrics.json``, ``episodes.jsonl``, ``success_vs_noise.png``,
     ``success_vs_nce.png``, ``success_vs_endpoint.png`` and ``strip.png`` under ``out_dir`` and returns the
     metrics. ``episodes``: per task and condition (answer-error level x noise level); ``scenes``: how many
@@ -734,7 +742,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     ``direct``: also execute the datagen's 3D targets (default: with the oracle); ``answer_error``: LEVEL texts
     (``oracle``, a preset, a metric request), calibrated on the scenes' records; ``calib_error``: (m, deg) of the
     pipeline's extrinsic error per scene; ``executor``: ``inline``, ``process`` (``workers``), ``ray``
-    (``address``) or an :class:`~bopask_vlm.datagen.executors.Executor`."""
+    (``address``) or an :class:`~bopask_vlm.datagen.executors.Executor`; ``scene_family``, ``viewpoint``: the
+    scenes' (:class:`bopask_sim.world.SimWorld`)."""
     from tqdm import tqdm
 
     from bopask_vlm.clients import OracleClient
@@ -746,7 +755,7 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     n_scenes = scenes or max(1, math.ceil(episodes / GRASPS_PER_SCENE))
     direct = isinstance(client, OracleClient) if direct is None else direct
     settings = SceneSettings(str((out / "scenes").resolve()), num_objects, use_real_mesh,
-                             (float(calib_error[0]), float(calib_error[1])))
+                             (float(calib_error[0]), float(calib_error[1])), scene_family, viewpoint)
     ex = make_sim_executor(executor, workers, address) if isinstance(executor, str) else executor
     need = {Task.GRASP: episodes if "grasp" in tasks else 0, Task.TRAJECTORY: episodes if "trajectory" in tasks else 0}
     per = {Task.GRASP: GRASPS_PER_SCENE, Task.TRAJECTORY: TRAJECTORIES_PER_SCENE}
@@ -820,6 +829,7 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
                "noise_levels": list(noise_levels), "answer_error": level_names,
                "levels": {name: _level_info(lev) for name, lev in levels},
                "conditions": labels, "calib_error": {"m": settings.calib_error[0], "deg": settings.calib_error[1]},
+               "scene_family": scene_family, "viewpoint": viewpoint or "front",
                "scenes": sorted(stubs), "scenes_by_task": {t.value: sorted({s.seed for s, _ in items})
                                                            for t, items in jobs.items()}, "tuning_seeds": [TUNING_SEEDS.start, TUNING_SEEDS.stop - 1],
                "seeds_overlap_tuning": overlap, "executor": executor if isinstance(executor, str) else type(ex).__name__,
@@ -868,6 +878,7 @@ def seeds_line(metrics: dict[str, Any]) -> str:
     lo, hi = metrics["tuning_seeds"]
     overlap = metrics["seeds_overlap_tuning"]
     cal = metrics["calib_error"]
-    return (f"Scene seeds {span} ({len(s)} scenes; the simulator-tuned constants were tuned on seeds {lo}-{hi}: "
+    fam = f"{metrics.get('scene_family', 'primitives')} scenes, {metrics.get('viewpoint', 'front')} camera; "
+    return (f"Scene seeds {span} ({len(s)} {fam}the simulator-tuned constants were tuned on seeds {lo}-{hi}: "
             + ("disjoint" if not overlap else f"OVERLAPPING on {overlap}") + f"); camera calibration error "
             f"{cal['m'] * 1000:g} mm / {cal['deg']:g} deg per scene.")
