@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from _eval_helpers import table_frame
-from _ros_helpers import CameraPublisher, FakeVLMServer, GoalRun, NodeProcess, RosClient, wait_for
+from _ros_helpers import CameraPublisher, FakeVLMServer, GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
 
 pytestmark = [pytest.mark.ros]
 
@@ -98,7 +98,7 @@ def env(world, tmp_path_factory):
            "sim": ActionClient(client.node, Rearrangement, "/sim/bopask_node/rearrangement")}
     try:
         for name, ac in acs.items():
-            assert ac.wait_for_server(timeout_sec=60), f"{name} node not up:\n{nodes[name].output()}"
+            assert wait_for_action(ac, 60), f"{name} node not up:\n{nodes[name].output()}"
         yield {"server": server, "nodes": nodes, "client": client, "cam": cam, "sim_cam": sim_cam, "ac": acs}
     finally:
         cam.close()

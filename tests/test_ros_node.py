@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _ros_helpers import CameraPublisher, FeedbackTap, GoalRun, NodeProcess, RosClient, wait_for
+from _ros_helpers import CameraPublisher, FeedbackTap, GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
 
 pytestmark = [pytest.mark.ros]
 
@@ -101,7 +101,7 @@ def ros(scene, tmp_path_factory):
     taps = {name: FeedbackTap(client, cls, f"/bopask_node/{name}") for name, cls in kinds}
     try:
         for name, ac in clients.items():
-            assert ac.wait_for_server(timeout_sec=60), f"{name} server not up:\n{node.output()}"
+            assert wait_for_action(ac, 60), f"{name} server not up:\n{node.output()}"
         _wait_for_the_first_frame(clients["rearrangement"], _goal_msg(scene["records"]["rearrangement"]), node)
         yield {"node": node, "client": client, "cam": cam, "actions": clients, "taps": taps, "got": got}
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _ros_helpers import GoalRun, NodeProcess, RosClient, wait_for
+from _ros_helpers import GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
 
 pytestmark = [pytest.mark.ros]
 
@@ -113,7 +113,7 @@ def sim_ros(sim_scene, tmp_path_factory):
 
     grasp = ActionClient(client.node, Grasp, "/bopask_node/grasp")
     try:
-        assert grasp.wait_for_server(timeout_sec=60), f"grasp server not up:\n{node.output()}"
+        assert wait_for_action(grasp, 60), f"grasp server not up:\n{node.output()}"
         wait_for(lambda: depth.count > 0, 60, f"the simulated camera:\n{node.output()}")
         yield {"node": node, "grasp": grasp, "depth": depth, "target": target, "rejected": rejected,
                "others": [o for o in rest if o is not target]}

@@ -761,7 +761,10 @@ def serve(stop: StopSignals, node: BopaskNode, others: tuple[Node, ...] = ()) ->
     """Spin ``node`` (and ``others``, e.g. the simulator's camera) in a MultiThreadedExecutor until a stop,
     end its goals (:func:`stop_and_drain`), then shut down in order: the executor's callbacks, the nodes, the
     context. 0."""
-    executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)))
+    # every goal holds an executor thread while it runs or waits in the queue: with fewer threads than the running
+    # goal, the queued ones and the camera, cancel and goal callbacks, a full queue starves the cancels (seen: a
+    # queue of 3 behind a hanging request with 4 threads answered no cancel for 30 s)
+    executor = MultiThreadedExecutor(num_threads=max(4, (os.cpu_count() or 2)) + node.gate.queue_size + 1)
     for n in (node, *others):
         executor.add_node(n)
     forced = False

@@ -21,7 +21,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from bopask_ros.node_support.params import ParamError
 from bopask_ros.node_support.stop_signals import StopSignals
-from bopask_ros.ros.node import BopaskNode, StartupError, serve
+from bopask_ros.ros.node import THREAD_JOIN_S, BopaskNode, StartupError, exit_unless_joined, serve
 from bopask_ros.ros.sim_camera import SimCamera
 
 
@@ -43,7 +43,9 @@ def main(args: list[str] | None = None) -> int:
                 node.destroy_node()
             rclpy.try_shutdown()
             return 2
-        return serve(stop, node, (camera,))
+        rc = serve(stop, node, (camera,))
+    exit_unless_joined(rc, THREAD_JOIN_S)  # a simulator step or a callback stuck does not hold the exit
+    return rc
 
 
 if __name__ == "__main__":
