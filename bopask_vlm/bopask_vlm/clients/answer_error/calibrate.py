@@ -4,7 +4,7 @@ given records reach a request.
 The metric of a task is the mean over its records of the per-sample value
 :func:`bopask_vlm.eval.scoring.score_answer` gives (what ``bopask bench`` reports: pose ``iou3d``,
 trajectory ``success``, grasp ``nce``, spatial/depth ``correct``, rearrangement ``recall``), scoring the
-error model's answer to each record exactly as the bench does (the oracle's answer perturbed, written as
+error model's answer to each record exactly as the bench does (the oracle client's answer perturbed, written as
 text, decoded and validated; the same random draws as :class:`~.client.AnswerErrorClient` with the same
 seed, so a bench run with the calibrated level reproduces the calibrated metrics). Scene ground truth
 (masks, 3D boxes) is read from ``dataset_root`` like the bench; without it a pose's 3D box comes from the
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bopask_vlm.answers import CoordConvention, Task, answer_from_record
+from bopask_vlm.answers import CoordConvention, Task
 from bopask_vlm.clients.answer_error.context import ErrorContext, answer_rng
 from bopask_vlm.clients.answer_error.levels import (
     DEFAULT_MIX,
@@ -120,7 +120,10 @@ class _TaskSet:
     def __init__(self, records: Sequence[Any], seed: int, dataset_root: str | Path | None,
                  objects: ObjectIndex) -> None:
         from bopask_vlm.clients.answer_error.client import request_key
-        from bopask_vlm.clients.base import VLMAnswerError, VLMRequest, validate_answer
+        from bopask_vlm.clients.base import VLMError, VLMRequest
+        from bopask_vlm.clients.oracle import OracleClient
+
+        oracle = OracleClient()
         from bopask_vlm.eval.scoring import scene_for_record
 
         self.items = []
@@ -129,9 +132,9 @@ class _TaskSet:
             req = VLMRequest(task=r.task, image=np.broadcast_to(np.zeros((1, 1, 3), np.uint8), shape),
                              objects=[o.description for o in r.objects], question=r.question, record=r)
             q, objs, shp = request_key(req)
-            try:  # the oracle's answer: the record's, validated (an invalid one stays invalid)
-                gt = validate_answer(answer_from_record(r), r.width, r.height)
-            except VLMAnswerError:
+            try:  # the oracle's answer (the record's, as integer-pixel text, decoded and validated)
+                gt = oracle.ask(req).answer
+            except VLMError:
                 gt = None
             scene = scene_for_record(r, dataset_root) if dataset_root is not None else None
             if scene is None and r.task is Task.POSE:
