@@ -15,13 +15,14 @@ from bopask_sim import objects as O
 from bopask_sim.placement import TOUCH_GAP, Clutter, PlacementError, footprint, place
 from bopask_sim.world import SceneError, SimWorld
 
-SEED = 19  # a mixed scene with the bunny, the teddy, a generated object and a touching pair
+SEED = 3  # a mixed scene with the teddy, the bunny, the mug, a generated object and two touching pairs
 
 
 def test_meshes_load_graspable_sized_with_masses_in_range():
     base, named, n_random = O.mixed_catalogue()
     assert n_random == 1000 and {o.name for o in named} == {"white mug", "grey bunny", "brown teddy bear"}
-    sample = [*named, *(O.random_object(i) for i in range(0, n_random, 41))]
+    sample = [*named, *(O.random_object(i) for i in range(0, n_random, 41) if O.random_usable(i))]
+    assert len(sample) > 20
     for o in sample:
         m = O.object_mesh(o)
         e = m.extents
@@ -34,6 +35,8 @@ def test_meshes_load_graspable_sized_with_masses_in_range():
     assert len({o.mass for o in base}) > 4  # not one constant
     with pytest.raises(ValueError, match="random_urdfs"):
         O.random_object(1000)
+    with pytest.raises(ValueError, match="empty or too thin"):
+        O.random_object(168)  # the set's one empty file
 
 
 def test_placement_keeps_min_gap_except_touching_pairs():

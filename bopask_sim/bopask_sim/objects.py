@@ -40,6 +40,10 @@ DENSITY_RANGE = (400.0, 1200.0)
 #: first BOP id of the procedurally generated objects: ``random_urdfs/NNN`` is object ``RANDOM_ID0 + NNN``
 RANDOM_ID0 = 100
 NUM_RANDOM = 1000
+#: generated objects filling less of their convex hull than this are left out (thin twisted shells, about 10 % of
+#: them, and one empty file): V-HACD's convex pieces of such a shell are several times its volume, so the physics
+#: and the datagen's mesh would disagree
+MIN_HULL_FILL = 0.35
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,18 @@ def _random_colour(n: int) -> tuple[tuple[int, int, int], str]:
     return rgb, name  # type: ignore[return-value]
 
 
+def random_usable(n: int) -> bool:
+    """Whether ``random_urdfs/NNN`` is used: a closed mesh filling at least :data:`MIN_HULL_FILL` of its hull."""
+    m = _mesh_of(RANDOM_ID0 + n)
+    return m is not None and m.is_watertight and float(m.volume) >= MIN_HULL_FILL * float(m.convex_hull.volume)
+
+
 def random_object(n: int) -> SimObject:
     """``random_urdfs/NNN`` as a mixed-family object (BOP id ``RANDOM_ID0 + n``)."""
     if not 0 <= n < NUM_RANDOM:
         raise ValueError(f"pybullet_data has random_urdfs 000..{NUM_RANDOM - 1:03d}, not {n}")
+    if not random_usable(n):
+        raise ValueError(f"random_urdfs/{n:03d} is empty or too thin a shell (fills < {MIN_HULL_FILL} of its hull)")
     oid = RANDOM_ID0 + n
     rgb, cname = _random_colour(n)
     name = f"{cname} {_shape_word(_mesh_of(oid))} {n:03d}"
@@ -160,9 +172,10 @@ def mixed_catalogue(use_real_mesh: bool = True) -> tuple[tuple[SimObject, ...], 
 
 
 def pick_mixed(n: int, rng: np.random.Generator, use_real_mesh: bool = True,
-               shares: tuple[float, float, float] = (0.35, 0.15, 0.5)) -> list[SimObject]:
+               shares: tuple[float, float, float] = (0.5, 0.15, 0.35)) -> list[SimObject]:
     """``n`` distinct objects (distinct names) of the mixed family: each slot a primitive-family object, a named mesh
-    or a generated object with probabilities ``shares``."""
+    or a generated object with probabilities ``shares`` (half from the primitives family: the datagen's trajectories
+    need flat tops and bottoms, which the generated objects seldom have)."""
     base, named, randoms = mixed_catalogue(use_real_mesh)
     out: list[SimObject] = []
     names: set[str] = set()
@@ -173,7 +186,10 @@ def pick_mixed(n: int, rng: np.random.Generator, use_real_mesh: bool = True,
         elif kind == 1:
             o = named[int(rng.integers(len(named)))]
         else:
-            o = random_object(int(rng.integers(randoms)))
+            k = int(rng.integers(randoms))
+            if not random_usable(k):
+                continue
+            o = random_object(k)
         key = o.name.rsplit(" ", 1)[0] if o.source == "random_urdf" else o.name  # "blue chip" once per scene
         if key in names:
             continue
@@ -206,6 +222,8 @@ def _mesh_of(oid: int) -> Any:
     if RANDOM_ID0 <= oid < RANDOM_ID0 + NUM_RANDOM:
         n = oid - RANDOM_ID0
         m = trimesh.load(_data_path(f"random_urdfs/{n:03d}/{n:03d}.obj"), force="mesh")
+        if len(m.faces) == 0:  # one file of the set is empty
+            return None
         # lying on its flattest side: the smallest extent up (where it rests on the table)
         order = {0: [1, 2, 0], 1: [2, 0, 1], 2: [0, 1, 2]}[int(np.argmin(m.extents))]
         T = np.eye(4)
