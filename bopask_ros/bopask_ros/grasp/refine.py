@@ -30,6 +30,7 @@ only observed points count as obstacles.
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,11 +68,11 @@ class RefineParams:
     radius: float = 0.03
     max_angle_deg: float = 30.0
     seed_radius: float = 0.025
-    roi_radius: float = 0.15
-    max_pixels: int = 12000
+    roi_radius: float = 0.13
+    max_pixels: int = 4000
     voxel: float = 0.004
     min_height: float = 0.008
-    min_contact_quality: float = 0.3
+    min_contact_quality: float = 0.15
     min_pad_points: int = 6
     collision_points: int = 6
     collision_margin: float = -0.003
@@ -79,8 +80,9 @@ class RefineParams:
     width_margin: float = 0.01
     w_dist: float = 0.15
     w_angle: float = 0.2
-    w_centre: float = 0.3
-    keep_margin: float = 0.05
+    w_centre: float = 0.5
+    keep_margin: float = 0.15
+    good_contact: float = 0.5
     max_accept_checks: int = 6
 
 
@@ -106,12 +108,17 @@ class RefineResult:
 
 
 def _rot(axis: NDArray[np.float64], angle: float) -> NDArray[np.float64]:
-    from scipy.spatial.transform import Rotation
+    import cv2
 
     n = np.linalg.norm(axis)
     if n < 1e-12 or abs(angle) < 1e-12:
         return np.eye(3)
-    return Rotation.from_rotvec(axis / n * angle).as_matrix()
+    return cv2.Rodrigues(np.asarray(axis, np.float64) / n * angle)[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _hand_vertices(opening: float) -> NDArray[np.float64]:
+    return np.asarray(hand_mesh(opening).vertices)
 
 
 def _angle_deg(Ra: NDArray[np.float64], Rb: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -121,25 +128,26 @@ def _angle_deg(Ra: NDArray[np.float64], Rb: NDArray[np.float64]) -> NDArray[np.f
     return np.degrees(np.arccos(np.clip(np.maximum(c1, c2), -1.0, 1.0)))
 
 
-def _scene_points(lifter: DepthLifter, gp: NDArray[np.float64], p: RefineParams) -> NDArray[np.float64]:
-    """Camera-frame depth points in a window of ``roi_radius`` around ``gp`` (strided to ``max_pixels``)."""
+def _scene_points(lifter: DepthLifter, gp: NDArray[np.float64], p: RefineParams) -> tuple[NDArray[np.float64], float]:
+    """Camera-frame depth points in a window of ``roi_radius`` around ``gp`` (strided to ``max_pixels``) and their
+    spacing at ``gp``'s depth (m)."""
     cam = lifter.camera
     uv = cam.project(gp[None])[0]
     if not np.all(np.isfinite(uv)) or gp[2] <= 0:
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), 0.0
     r = cam.fx * p.roi_radius / float(gp[2])
     u0, u1 = int(np.clip(uv[0] - r, 0, cam.width)), int(np.clip(uv[0] + r + 1, 0, cam.width))
     v0, v1 = int(np.clip(uv[1] - r, 0, cam.height)), int(np.clip(uv[1] + r + 1, 0, cam.height))
     if u1 <= u0 or v1 <= v0:
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), 0.0
     stride = max(1, int(np.ceil(np.sqrt((u1 - u0) * (v1 - v0) / p.max_pixels))))
     vs, us = np.mgrid[v0:v1:stride, u0:u1:stride]
     z = lifter.depth_m[vs, us].astype(np.float64)
     ok = np.isfinite(z)
     pix = np.stack([us[ok], vs[ok]], axis=1).astype(np.float64)
     if not len(pix):
-        return np.zeros((0, 3))
-    return cam.rays(pix) * z[ok][:, None]
+        return np.zeros((0, 3)), 0.0
+    return cam.rays(pix) * z[ok][:, None], stride * float(gp[2]) / cam.fx
 
 
 def _candidate_rotations(R0: NDArray[np.float64], down: NDArray[np.float64] | None,
@@ -189,18 +197,20 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
         normal, offset = np.asarray(plane.normal, float), float(plane.offset)
     except ValueError:
         plane, normal, offset = None, None, 0.0
-    pts = _scene_points(lifter, gp0, p)
+    pts, spacing = _scene_points(lifter, gp0, p)
     if plane is not None and len(pts):
         pts = pts[pts @ normal + offset > p.min_height]
     if len(pts) < 10:
         return fail(FailureKind.NO_OBJECT, f"no object at {where}: nothing stands above the support surface there")
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     pcd = pcd.voxel_down_sample(p.voxel)
-    pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=3.0 * p.voxel, max_nn=20))
+    pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=3.0 * max(p.voxel, spacing), max_nn=20))
     pcd.orient_normals_towards_camera_location(np.zeros(3))
     P = np.asarray(pcd.points)
     Nrm = np.asarray(pcd.normals)
-    labels = np.asarray(pcd.cluster_dbscan(eps=1.8 * p.voxel, min_points=4))
+    # neighbours on one surface are a voxel or a pixel stride apart (whichever is coarser); oblique faces more
+    eps = 2.0 * max(p.voxel, spacing)
+    labels = np.asarray(pcd.cluster_dbscan(eps=eps, min_points=4))
     ray = gp0 / np.linalg.norm(gp0)
     lat = np.linalg.norm(P - (P @ ray)[:, None] * ray, axis=1)
     lat[labels < 0] = np.inf
@@ -209,7 +219,9 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
         return fail(FailureKind.NO_OBJECT, f"no object at {where}: nothing within {p.seed_radius * 100:.1f} cm of "
                                            "its viewing ray stands above the support surface (the table or nothing)")
     obj = labels == labels[seed]
-    Pobj, ON = P[obj], Nrm[obj]
+    # only the object's points within reach of some candidate's fingers matter for the pads and the contacts
+    reach = obj & (np.linalg.norm(P - gp0, axis=1) < p.radius + MAX_OPENING / 2 + 0.03)
+    Pobj, ON = P[reach], Nrm[reach]
 
     # candidates: rotations x grasp points
     down = -normal / np.linalg.norm(normal) if normal is not None else None
@@ -223,20 +235,19 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
             centres.append(gp0 + off * min(1.0, p.radius / max(np.linalg.norm(off), 1e-9)))
     offs_y = np.array([-0.5, 0.0, 0.5]) * p.radius
     offs_z = np.array([-0.01, 0.0, 0.01])
-    R_list, g_list = [R0], [gp0]  # candidate 0: the answer itself
-    for R in Rs:
-        for c in centres:
-            for dy in offs_y:
-                for dz in offs_z:
-                    R_list.append(R)
-                    g_list.append(c + dy * R[:, 1] + dz * R[:, 2])
-    Rk = np.asarray(R_list)
-    gk = np.asarray(g_list)
+    # every rotation x centre x offset along the fingers' depth (y) x along the approach (z); candidate 0: the answer
+    C = np.asarray(centres)
+    dy, dz = np.meshgrid(offs_y, offs_z, indexing="ij")
+    off = dy.reshape(1, 1, -1, 1) * Rs[:, None, None, :, 1] + dz.reshape(1, 1, -1, 1) * Rs[:, None, None, :, 2]
+    g_all = (C[None, :, None, :] + off).reshape(-1, 3)
+    n_per = len(C) * dy.size
+    Rk = np.concatenate([R0[None], np.repeat(Rs, n_per, axis=0)])
+    gk = np.concatenate([gp0[None], g_all])
     K = len(Rk)
     tk = gk - Rk[:, :, 2] * GRASP_DEPTH
 
     # the object in each candidate's gripper frame; centre the fingers on its extent across them
-    Ol = np.einsum("knj,kji->kni", Pobj[None] - tk[:, None], Rk)
+    Ol = np.matmul(Pobj[None] - tk[:, None], Rk)
     with np.errstate(invalid="ignore"):
         slab = (np.abs(Ol[..., 1]) < FINGER_HALF_DEPTH) & (Ol[..., 2] >= FINGER_BASE_Z) & (Ol[..., 2] <= FINGER_TIP_Z) \
             & (np.abs(Ol[..., 0]) < MAX_OPENING / 2 + 0.03)
@@ -256,19 +267,23 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     too_wide = has & ((width > MAX_OPENING - 0.004) | (x_max > MAX_OPENING / 2) | (x_min < -MAX_OPENING / 2))
     no_pad = n_slab < p.min_pad_points
 
-    # every scene point against the open hand swept from the pre-grasp; other objects between the fingers
-    Pl = np.einsum("knj,kji->kni", P[None] - tk[:, None], Rk)
-    hits = points_in_boxes(Pl, hand_boxes(MAX_OPENING, p.sweep), margin=p.collision_margin)
-    with np.errstate(invalid="ignore"):
-        between = (~obj)[None] & (np.abs(Pl[..., 0]) < MAX_OPENING / 2) & (np.abs(Pl[..., 1]) < FINGER_HALF_DEPTH) \
-            & (Pl[..., 2] >= FINGER_BASE_Z - 0.01) & (Pl[..., 2] <= FINGER_TIP_Z)
-    n_between = between.sum(axis=1)
-    collides = (hits >= p.collision_points) | (n_between >= p.collision_points)
     table = np.zeros(K, dtype=bool)
     if normal is not None:
-        V = np.asarray(hand_mesh(MAX_OPENING).vertices)
-        Vw = np.einsum("vj,kij->kvi", V, Rk) + tk[:, None]
+        V = _hand_vertices(float(MAX_OPENING))
+        Vw = np.matmul(V[None], np.transpose(Rk, (0, 2, 1))) + tk[:, None]
         table = (Vw @ normal + offset).min(axis=1) < TIP_CLEARANCE
+    boxes = hand_boxes(MAX_OPENING, p.sweep)
+    others = ~obj
+
+    def collisions(idx: NDArray[np.intp]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Scene points inside the open hand swept from the pre-grasp, and points of other objects between the
+        fingers, for the candidates ``idx`` (checked lazily: the scene cloud is the large array)."""
+        Pl = np.matmul(P[None] - tk[idx, None], Rk[idx])
+        hits = points_in_boxes(Pl, boxes, margin=p.collision_margin)
+        with np.errstate(invalid="ignore"):
+            btw = others[None] & (np.abs(Pl[..., 0]) < MAX_OPENING / 2) & (np.abs(Pl[..., 1]) < FINGER_HALF_DEPTH) \
+                & (Pl[..., 2] >= FINGER_BASE_Z - 0.01) & (Pl[..., 2] <= FINGER_TIP_Z)
+        return hits, btw.sum(axis=1)
 
     # antipodal contact: normals at the extreme points on each side against the closing axis
     nx = np.abs(np.einsum("mj,kj->km", ON, Rk[:, :, 0]))
@@ -280,23 +295,60 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     h_l, h_r = left.any(axis=1), right.any(axis=1)
     quality = (q_l * h_l + q_r * h_r) / np.maximum(h_l.astype(int) + h_r.astype(int), 1)
     poor = quality < p.min_contact_quality
-
     dist = np.linalg.norm(gk - gp0, axis=1)
     ang = _angle_deg(Rk, np.broadcast_to(R0, Rk.shape))
-    score = quality - p.w_dist * dist / p.radius - p.w_angle * ang / max(p.max_angle_deg, 1e-9)
+    # contact quality saturates at ``good_contact``: among good contacts the noise of single-view normals does not
+    # rank, closeness to the answer and the object's middle do
+    score = np.minimum(quality, p.good_contact) / p.good_contact - p.w_dist * dist / p.radius \
+        - p.w_angle * ang / max(p.max_angle_deg, 1e-9)
     if len(near):  # a grasp through the middle of the object near the answer holds better than one at its edge
         d = near.mean(axis=0) - gk
         off_c = np.linalg.norm(d - np.einsum("kj,kj->k", d, Rk[:, :, 2])[:, None] * Rk[:, :, 2], axis=1)
         score -= p.w_centre * off_c / p.radius
-    passed = ~(too_wide | no_pad | collides | table | poor)
-    counts = {"no_contact": int(np.sum(no_pad | (~no_pad & poor))), "too_wide": int(np.sum(too_wide)),
-              "collides": int(np.sum(collides)), "table": int(np.sum(table)), "passed": int(np.sum(passed))}
-    flags = {"no object between the pads": no_pad[0], "too wide": too_wide[0], f"hand hits {hits[0]} scene points": hits[0] >= p.collision_points,
-             f"{n_between[0]} points of something else between the fingers": n_between[0] >= p.collision_points,
+    geometric = ~(too_wide | no_pad | table | poor)
+    hits0, btw0 = collisions(np.array([0]))
+    col0 = bool(hits0[0] >= p.collision_points or btw0[0] >= p.collision_points)
+    flags = {"no object between the pads": no_pad[0], "too wide": too_wide[0],
+             f"hand hits {hits0[0]} scene points": hits0[0] >= p.collision_points,
+             f"{btw0[0]} points of something else between the fingers": btw0[0] >= p.collision_points,
              "into the table": table[0], f"contact quality {quality[0]:.2f}": poor[0] and not no_pad[0]}
     answer_check = ", ".join(k for k, v in flags.items() if v) or f"passes (score {score[0]:.2f})"
+    counts = {"no_contact": int(np.sum(no_pad | (~no_pad & poor))), "too_wide": int(np.sum(too_wide)),
+              "table": int(np.sum(table)), "geometric": int(np.sum(geometric)), "collides": 0}
     base = dict(candidates=K, object_points=int(obj.sum()), counts=counts)
-    if not np.any(passed):
+
+    order = np.flatnonzero(geometric)
+    order = order[np.argsort(-score[order], kind="stable")]
+    if geometric[0] and not col0 and score[0] >= (score[order[0]] if len(order) else -np.inf) - p.keep_margin:
+        order = np.concatenate([[0], order[order != 0]])
+    last: tuple[FailureKind, str] | None = None
+    offered = 0
+    batch = 16
+    for b0 in range(0, len(order), batch):
+        idx = order[b0:b0 + batch]
+        hits, btw = collisions(idx)
+        free = (hits < p.collision_points) & (btw < p.collision_points)
+        counts["collides"] += int(np.sum(~free))
+        for i in idx[free]:
+            if offered >= p.max_accept_checks:
+                break
+            offered += 1
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = Rk[i], tk[i]
+            verdict = accept(T) if accept is not None else None
+            if verdict is not None:
+                last = verdict
+                continue
+            w = float(np.clip(width[i] + p.width_margin, 0.0, MAX_OPENING)) if has[i] else float(MAX_OPENING)
+            return RefineResult(True, T, w, T0, moved_m=float(dist[i]), moved_deg=float(ang[i]),
+                                score=float(score[i]), kept_answer=bool(i == 0),
+                                reason="the answer's own grasp" if i == 0 else
+                                f"moved {dist[i] * 100:.1f} cm, {ang[i]:.0f} deg from the answer (contact quality "
+                                f"{quality[i]:.2f}, score {score[i]:.2f}; the answer's own: {answer_check})",
+                                seconds=time.perf_counter() - t_start, **base)  # type: ignore[arg-type]
+        if offered >= p.max_accept_checks:
+            break
+    if last is None:
         # the failure as seen at the answer itself (what the model should change), the counts beside it
         kind = (FailureKind.NO_CONTACT if no_pad[0] or poor[0] else FailureKind.TOO_WIDE if too_wide[0]
                 else FailureKind.COLLIDES)
@@ -306,23 +358,5 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
                 FailureKind.COLLIDES: "the hand would hit the scene or the table"}[kind]
         return fail(kind, f"no executable grasp within {p.radius * 100:.0f} cm and {p.max_angle_deg:.0f} deg of "
                           f"{where}: {what} ({K} candidates: {counts})", **base)
-
-    order = np.flatnonzero(passed)
-    order = order[np.argsort(-score[order], kind="stable")]
-    if passed[0] and score[0] >= score[order[0]] - p.keep_margin:
-        order = np.concatenate([[0], order[order != 0]])
-    last: tuple[FailureKind, str] | None = None
-    for i in order[: p.max_accept_checks]:
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = Rk[i], tk[i]
-        verdict = accept(T) if accept is not None else None
-        if verdict is not None:
-            last = verdict
-            continue
-        w = float(np.clip(width[i] + p.width_margin, 0.0, MAX_OPENING)) if has[i] else float(MAX_OPENING)
-        return RefineResult(True, T, w, T0, moved_m=float(dist[i]), moved_deg=float(ang[i]), score=float(score[i]),
-                            kept_answer=bool(i == 0), reason="the answer's own grasp" if i == 0 else
-                            f"moved {dist[i] * 100:.1f} cm, {ang[i]:.0f} deg from the answer (contact quality "
-                            f"{quality[i]:.2f}, score {score[i]:.2f}; the answer's own: {answer_check})", seconds=time.perf_counter() - t_start, **base)  # type: ignore[arg-type]
-    kind, why = last if last is not None else (FailureKind.UNREACHABLE, "no candidate accepted")
-    return fail(kind, f"{min(len(order), p.max_accept_checks)} best grasps near {where} refused: {why}", **base)
+    kind, why = last
+    return fail(kind, f"the {offered} best grasps near {where} refused: {why}", **base)
