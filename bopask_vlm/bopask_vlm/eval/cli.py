@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4, help="concurrent requests to a server")
     p.add_argument("--overlays", type=int, default=16, help="overlay images of this many failures")
     p.add_argument("--out", default="bench_out", help="output directory")
+    p.add_argument("--answer-error", default=None, metavar="LEVEL",
+                   help="wrap the client in the answer-error model (bopask_vlm.clients.answer_error, docs/answer_error.md): "
+                        "a preset (oracle, nvila15b-sft, qwen25vl3b-sft) or metric=value pairs (grasp_nce=1.4,pose_iou=0.73), "
+                        "calibrated on these records with --seed; prints achieved vs requested metrics")
     p.add_argument("--max-server-errors", type=float, default=None, metavar="FRACTION",
                    help="exit 1 when more than this fraction of the requests never reached the model (refused, "
                         "timed out, HTTP 5xx); without it, exit 1 only when every request failed so")
@@ -73,9 +77,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bopask bench: {e}", file=sys.stderr)
         return 2
     client = make_client(client_config(args))
+    if args.answer_error:
+        from bopask_vlm.clients.answer_error import LevelError
+        from bopask_vlm.clients.answer_error.bench import wrap_client
+
+        try:
+            client, ae_report = wrap_client(client, args.answer_error, records, args.seed, dataset_root=root)
+        except LevelError as e:
+            print(f"bopask bench: --answer-error: {e}", file=sys.stderr)
+            return 2
     res = run_benchmark(records, client, root, args.out, max_concurrency=args.concurrency, overlays=args.overlays,
                         progress=not args.no_progress, model_name=args.model, seed=args.seed)
     print(res.paths["markdown"].read_text())
+    if args.answer_error:
+        from bopask_vlm.clients.answer_error.bench import add_to_metrics_json, comparison, comparison_table
+
+        res.summary["answer_error"] = comp = comparison(res.summary, client, ae_report)
+        add_to_metrics_json(res.paths["json"], comp)
+        print(comparison_table(comp))
     print(f"report: {res.paths['markdown']}  metrics: {res.paths['json']}")
     return server_error_exit(res.summary, args.max_server_errors, "bopask bench")
 
