@@ -205,6 +205,34 @@ def _stand_up(m: Any, rot_x: float) -> None:
         m.apply_transform(trimesh.transformations.rotation_matrix(np.radians(rot_x), [1, 0, 0]))
 
 
+def _centre_of_mass(m: Any) -> np.ndarray:
+    return np.asarray(m.center_mass if m.is_watertight and m.volume > 0 else m.convex_hull.center_mass, float)
+
+
+def rests_stably(m: Any, margin: float = 0.08) -> bool:
+    """Whether the mesh stands as it is: its centre of mass above the footprint of its lowest points (within 1 % of
+    its height), at least ``margin`` x its smaller horizontal extent inside that footprint's edge."""
+    from shapely.geometry import MultiPoint, Point
+
+    v = np.asarray(m.vertices)
+    foot = MultiPoint(v[v[:, 2] <= v[:, 2].min() + 0.01 * np.ptp(v[:, 2])][:, :2]).convex_hull
+    c = Point(*_centre_of_mass(m)[:2])
+    return bool(foot.area > 0 and foot.contains(c) and foot.exterior.distance(c) >= margin * min(m.extents[:2]))
+
+
+def _rest_upright(m: Any) -> Any:
+    """The mesh as it stands if that is stable (:func:`rests_stably`), else turned onto its most probable stable
+    resting pose (trimesh's quasi-static estimate from the true centre of mass)."""
+    import trimesh
+
+    if rests_stably(m):
+        return m
+    transforms, _probs = trimesh.poses.compute_stable_poses(m, center_mass=_centre_of_mass(m), n_samples=1)
+    if len(transforms):
+        m.apply_transform(transforms[0])
+    return m
+
+
 def _graspable(m: Any, largest: float) -> Any:
     """Scaled so that its largest extent is ``largest`` and its smaller horizontal extent at most
     :data:`MAX_GRASP_EXTENT`, then centred on its bounding box."""
@@ -230,7 +258,7 @@ def _mesh_of(oid: int) -> Any:
         T[:3, :3] = np.eye(3)[order]  # rows pick the new x, y, z; a permutation matrix, det +1 (cyclic)
         m.apply_transform(T)
         largest = float(np.random.default_rng([oid, 31337]).uniform(0.045, 0.12))
-        return _graspable(m, largest)
+        return _graspable(_rest_upright(m), largest)
     named = next((mm for mm in MIXED_MODELS if mm[0] == oid), None)
     if named is not None:
         _, _, fname, largest, rot_x, _ = named
@@ -238,7 +266,7 @@ def _mesh_of(oid: int) -> Any:
         if "VHACD_CHs" in fname:  # convex pieces: their union is the object's surface
             m = trimesh.boolean.union([p.convex_hull for p in m.split(only_watertight=False)], engine="manifold")
         _stand_up(m, rot_x)
-        return _graspable(m, largest)
+        return _graspable(_rest_upright(m), largest)
     _, _, fname, scale, rot_x, _ = next(mm for mm in PYBULLET_MODELS if mm[0] == oid)
     m = trimesh.load(_data_path(fname), force="mesh", process=False)
     m.apply_scale(np.asarray(_PB_SCALES.get(fname, (scale,) * 3)))
