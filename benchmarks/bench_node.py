@@ -159,4 +159,8 @@ def main(rounds: int = 4) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=4, help="timed rounds over the goals (default 4)")
+    sys.exit(main(ap.parse_args().rounds))

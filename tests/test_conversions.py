@@ -158,3 +158,19 @@ def test_feedback_and_debug_image(ts):
     assert fb.feedback.stage == "lift"
     img = ts.types["sensor_msgs/msg/Image"](header=_header(ts), **array_to_image_fields(np.zeros((3, 4, 3), np.uint8)))
     assert img.step == 12 and img.data.size == 36
+
+
+def test_points_that_never_reached_the_planning_frame_carry_the_camera_frame(ts):
+    """Issue 20, defect 6: a TF_FAILED / LIFT_FAILED result has only camera-frame points; they are stamped with
+    the image's frame, not the planning frame."""
+    f = MessageFactory(ts.types)
+    ans = PoseAnswer(np.arange(16, dtype=float).reshape(8, 2))
+    for status in (ResultStatus.TF_FAILED, ResultStatus.LIFT_FAILED):
+        res = _result(ans, points_cam=np.ones((8, 3)), valid=np.ones(8, bool))
+        res.status = status
+        msg = build_result(f, "Pose", res, frame_id="panda_link0", stamp=1.0,
+                           camera_frame_id="camera_color_optical_frame")
+        assert {c.point.header.frame_id for c in msg.corners} == {"camera_color_optical_frame"}
+    res = _result(ans, points_base=np.ones((8, 3)), points_cam=np.ones((8, 3)), valid=np.ones(8, bool))
+    msg = build_result(f, "Pose", res, frame_id="panda_link0", stamp=1.0, camera_frame_id="camera_color_optical_frame")
+    assert {c.point.header.frame_id for c in msg.corners} == {"panda_link0"}

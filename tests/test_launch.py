@@ -28,7 +28,8 @@ REQUIRED_ARGS = {
     "replay": {"bag", "rate", "loop", "params_file", "vlm_endpoint", "vlm_model", "start_vllm", "model_path", "robot"},
 }
 MY_FILES = ["launch/tabletop.launch.py", "launch/replay.launch.py", "config/moveit_py.yaml",
-            "config/camera_calibration.yaml", "config/bopask.rviz", "urdf/tabletop.urdf.xacro",
+            "config/camera_calibration.yaml", "config/bopask.rviz", "config/panda_moveit_controllers.yaml",
+            "config/panda_ros2_controllers.yaml", "urdf/tabletop.urdf.xacro",
             "urdf/realsense_frames.xacro"]
 
 
@@ -173,13 +174,36 @@ class MoveItConfigsBuilder:
             return self
         return record
 
+    # moveit_resources_panda_moveit_config's pipeline files as the builder loads them (pilz: request adapters only)
+    PIPELINE_FILES = {
+        "ompl": {"planning_plugins": ["ompl_interface/OMPLPlanner"],
+                 "response_adapters": ["default_planning_response_adapters/AddTimeOptimalParameterization",
+                                       "default_planning_response_adapters/ValidateSolution",
+                                       "default_planning_response_adapters/DisplayMotionPath"]},
+        "pilz_industrial_motion_planner": {
+            "planning_plugins": ["pilz_industrial_motion_planner/CommandPlanner"],
+            "request_adapters": ["default_planning_request_adapters/ValidateWorkspaceBounds",
+                                 "default_planning_request_adapters/CheckStartStateBounds",
+                                 "default_planning_request_adapters/CheckStartStateCollision"],
+            "default_planner_config": "PTP"},
+    }
+
     def to_moveit_configs(self):
+        import copy
+
+        called = dict(self.calls)
+        pipelines = {"planning_pipelines": called["planning_pipelines"]["pipelines"]}
+        pipelines.update({k: copy.deepcopy(self.PIPELINE_FILES[k]) for k in pipelines["planning_pipelines"]})
         cfg = types.SimpleNamespace(robot_description={"robot_description": "<robot/>"},
                                     robot_description_semantic={"robot_description_semantic": "<robot/>"},
-                                    robot_description_kinematics={"robot_description_kinematics": {}})
-        cpp = dict(self.calls)["moveit_cpp"]["file_path"]
-        cfg.to_dict = lambda: {**cfg.robot_description, **cfg.robot_description_semantic,
-                               **yaml.safe_load(Path(cpp).read_text())}
+                                    robot_description_kinematics={"robot_description_kinematics": {}},
+                                    planning_pipelines=pipelines,
+                                    trajectory_execution=yaml.safe_load(
+                                        Path(called["trajectory_execution"]["file_path"]).read_text()))
+        cpp = called["moveit_cpp"]["file_path"]
+        # MoveItConfigs.to_dict: the moveit_cpp file last (its planning_pipelines entry wins, as in the real one)
+        cfg.to_dict = lambda: {**cfg.robot_description, **cfg.robot_description_semantic, **cfg.planning_pipelines,
+                               **cfg.trajectory_execution, **yaml.safe_load(Path(cpp).read_text())}
         return cfg
 
 
@@ -367,3 +391,55 @@ def test_dry_run_replay(stubs):
     (node,) = nodes(actions, "bopask_node")
     assert node.kwargs["parameters"][2]["planning_frame"] == "panda_link0"
     assert math.isclose(float(mount["--qw"]), 1.0)
+
+
+def test_pilz_paths_are_validated_against_the_planning_scene(stubs):
+    """Defect 4 (issue 20): Pilz checks only self-collision; its pipeline gets ValidateSolution, once."""
+    actions, _ = dry_run("tabletop")
+    (node,) = nodes(actions, "bopask_node")
+    moveit_params = node.kwargs["parameters"][0]
+    pilz = moveit_params["pilz_industrial_motion_planner"]
+    assert pilz["response_adapters"] == ["default_planning_response_adapters/ValidateSolution"]
+    assert pilz["request_adapters"][-1] == "default_planning_request_adapters/CheckStartStateCollision"
+    assert moveit_params["ompl"]["response_adapters"].count("default_planning_response_adapters/ValidateSolution") == 1
+    # the pipelines named in moveit_py.yaml are the ones the node's plan_request_params entries use
+    assert moveit_params["planning_pipelines"]["pipeline_names"] == ["ompl", "pilz_industrial_motion_planner"]
+
+
+def test_gripper_may_stall_on_the_object(stubs):
+    """Defect 2 (issue 20): the launch ships controller configs in which a close stopped by the object is no
+    failure: GripperActionController allow_stalling (ros2_controllers jazzy, default false) and MoveIt's
+    GripperCommand handle allow_failure (default false)."""
+    actions, _ = dry_run("tabletop")
+    (builder,) = MoveItConfigsBuilder.instances
+    moveit_ctl = yaml.safe_load(Path(dict(builder.calls)["trajectory_execution"]["file_path"]).read_text())
+    hand = moveit_ctl["moveit_simple_controller_manager"]["panda_hand_controller"]
+    assert hand["type"] == "GripperCommand" and hand["allow_failure"] is True
+    (ros2_control,) = nodes(actions, "ros2_control_node")
+    ctl_file = ros2_control.kwargs["parameters"][0]
+    assert Path(ctl_file).parent == PKG / "config"
+    ctl = yaml.safe_load(Path(ctl_file).read_text())
+    assert ctl["controller_manager"]["ros__parameters"]["panda_hand_controller"]["type"] == \
+        "position_controllers/GripperActionController"
+    assert ctl["panda_hand_controller"]["ros__parameters"]["allow_stalling"] is True
+    # the controllers MoveIt drives are the ones ros2_control runs and the launch spawns
+    spawned = {n.kwargs["arguments"][0] for n in nodes(actions, "spawner")}
+    assert set(moveit_ctl["moveit_simple_controller_manager"]["controller_names"]) <= spawned
+    assert set(moveit_ctl["moveit_simple_controller_manager"]["controller_names"]) <= \
+        set(ctl["controller_manager"]["ros__parameters"])
+
+
+def test_rosdep_keys_of_what_runs_are_declared():
+    """Defect 13 (issue 20): rosdistro's rosdep/python.yaml has python3-httpx and python3-rosbags-pip (checked at
+    ros/rosdistro 8468e88ccd); the packages that import httpx / rosbags declare them."""
+    import xml.etree.ElementTree as ET
+
+    def deps(pkg):
+        return {e.text for e in ET.parse(REPO / pkg / "package.xml").getroot() if e.tag.endswith("depend")}
+
+    def imports(pkg, module):
+        pat = re.compile(rf"^\s*(import|from)\s+{module}\b", re.M)
+        return any(pat.search(p.read_text()) for p in (REPO / pkg / pkg).rglob("*.py"))
+
+    assert imports("bopask_vlm", "httpx") and "python3-httpx" in deps("bopask_vlm")
+    assert imports("bopask_ros", "rosbags") and "python3-rosbags-pip" in deps("bopask_ros")

@@ -10,6 +10,20 @@ bopask_ros.ros.moveit_adapter): ``MoveItPy.execute(robot_trajectory, controllers
 ``set_from_ik(group, pose, tip, timeout)`` and ``__deepcopy__``, ``get_start_state()`` returning None without a
 current state, and the planning scene monitor's ``read_only()``/``read_write()`` context managers. Only moveit_py
 and the ROS messages are stood in for; the project's own code (runner, steps, safety, pipeline) is real.
+
+What MoveIt does that matters here, and the stand-in models (issue 20):
+- ``set_from_ik`` takes the pose in the robot model's frame ``world`` (the Panda SRDF's floating virtual joint
+  world -> panda_link0, filled from TF); panda_link0 stands where the tabletop launch puts it (the scene xacro's
+  world -> table -> robot_base, then robot_base -> panda_link0), and IK solves only within the Panda's reach of
+  it. ``get_frame_transform(frame)`` gives model frame -> frame.
+- IK converges to a solution that depends on the seed (two arm branches, by the sign of the seed's joint 1);
+  the planning scene may hold one branch in collision; ``set_to_random_positions(group)`` gives other seeds.
+- The gripper: ros2_controllers' GripperActionController ends a close that the object stops ABORTED unless
+  ``allow_stalling``; MoveIt's GripperCommand handle passes ABORTED on unless ``allow_failure``; both read from
+  the controller configs the launch ships. An empty close runs to the closed state and SUCCEEDS.
+- An execution can run until ``stop_execution`` (a stop sent before the controller started is lost) and takes a
+  moment to wind down after it.
+- ``PlanRequestParameters(robot, entry)`` loads the entry of config/moveit_py.yaml (its own scaling factors).
 """
 
 from __future__ import annotations
@@ -19,9 +33,11 @@ import threading
 import time
 import types
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from bopask_ros.motion.motion_runner import (
     MotionRunner,
@@ -37,11 +53,30 @@ from bopask_ros.ros.moveit_adapter import MoveItBackend, MoveItPlanner
 from bopask_vlm.geometry import make_transform
 from bopask_vlm.gripper import skeleton_to_hand
 
+CONFIG = Path(__file__).resolve().parents[1] / "bopask_ros" / "config"
+
 PARAMS = {"planning_frame": "panda_link0", "planning_group": "panda_arm", "gripper_group": "hand",
           "end_effector_link": "panda_hand", "planning_pipeline": "ompl_rrtc", "cartesian_pipeline": "pilz_lin",
           "lift_distance": 0.1, "gripper_open_state": "open", "gripper_close_state": "close",
           "allow_execution": True}
-JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1"]
+JOINTS = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
+ARM_JOINTS = JOINTS[:7]
+
+
+def _launch_link0_in_world() -> np.ndarray:
+    """world -> panda_link0 as the tabletop launch publishes it: the scene xacro (world -> table -> robot_base, its
+    default robot_x/y/yaw are the launch's) and the launch's static robot_base -> panda_link0 (identity)."""
+    import xacro
+    import yourdfpy
+
+    doc = xacro.process_file(str(CONFIG.parent / "urdf" / "tabletop.urdf.xacro"),
+                             mappings={"with_camera": "false", "with_robot": "false"})
+    urdf = yourdfpy.URDF.load(__import__("io").StringIO(doc.toxml()), load_meshes=False, build_collision_scene_graph=False)
+    return np.asarray(urdf.get_transform("robot_base", "world"), dtype=float)
+
+
+T_WORLD_LINK0 = _launch_link0_in_world()
+PANDA_REACH = 0.855  # m, from the shoulder (panda_link0 z 0.333)
 
 
 # -- the moveit_py stand-in ----------------------------------------------------------------------------
@@ -56,24 +91,62 @@ class ExecutionStatus:
         return self.status == "SUCCEEDED"
 
 
+class JointModelGroup:
+    def __init__(self, name) -> None:
+        self.name = name
+
+
+class RobotModel:
+    model_frame = "world"
+
+    def get_joint_model_group(self, joint_model_group_name):
+        return JointModelGroup(joint_model_group_name)
+
+
 class RobotState:
+    rng = np.random.default_rng(0)
+    FRAMES = {"world": np.eye(4), "panda_link0": T_WORLD_LINK0}  # model frame -> frame (from TF, the launch's)
+
     def __init__(self, positions=None, velocities=None) -> None:
         self.joint_positions = dict(positions or {j: 0.1 * i for i, j in enumerate(JOINTS)})
+        self.joint_positions.update({"panda_finger_joint1": 0.02, "panda_finger_joint2": 0.02} if positions is None
+                                    else {})
         self.joint_velocities = dict(velocities or {j: 1e-3 for j in JOINTS})  # noisy measured velocities
         self.joint_accelerations = {j: 2e-3 for j in JOINTS}
         self.ik_result = True
         self.updated = 0
+        self.robot_model = RobotModel()
+        self.ik_calls: list = []
 
     def __deepcopy__(self, memo=None):
         s = RobotState(self.joint_positions, self.joint_velocities)
         s.joint_accelerations = dict(self.joint_accelerations)
         s.ik_result = self.ik_result
+        s.ik_calls = self.ik_calls  # shared: a test counts the IK calls of all copies
         return s
 
+    def get_frame_transform(self, frame_id):
+        return self.FRAMES.get(frame_id, np.eye(4)).copy()  # identity for an unknown frame, as moveit_py
+
+    def set_to_random_positions(self, joint_model_group=None):
+        assert isinstance(joint_model_group, JointModelGroup)
+        self.joint_positions.update({j: float(self.rng.uniform(-2.8, 2.8)) for j in ARM_JOINTS})
+
     def set_from_ik(self, joint_model_group_name, geometry_pose, tip_name, timeout=0.0):
+        """The pose is in the model frame (world); a solution exists within the Panda's reach of its shoulder.
+        The solution found lies on the seed's branch (the sign of joint 1)."""
         self.ik_call = (joint_model_group_name, geometry_pose, tip_name, timeout, dict(self.joint_positions))
+        self.ik_calls.append(self.ik_call)
+        T = np.asarray(geometry_pose.T)
+        in_link0 = np.linalg.inv(T_WORLD_LINK0) @ T
+        if np.linalg.norm(in_link0[:3, 3] - [0.0, 0.0, 0.333]) > PANDA_REACH or in_link0[2, 3] < -0.2:
+            return False
         # ik_result may be a test's model of the arm's limits: a function of the asked pose
-        return self.ik_result(geometry_pose.T) if callable(self.ik_result) else self.ik_result
+        ok = self.ik_result(T) if callable(self.ik_result) else self.ik_result
+        if ok:
+            branch = 1.0 if self.joint_positions["panda_joint1"] >= 0 else -1.0
+            self.joint_positions.update({j: branch * (0.3 + 0.1 * i) for i, j in enumerate(ARM_JOINTS)})
+        return ok
 
     def update(self, force=False, type="all"):
         self.updated += 1
@@ -128,7 +201,8 @@ class PlanningScene:
         self.current_state = RobotState()
 
     def is_state_valid(self, robot_state, joint_model_group_name, verbose=False):
-        return self.robot.state_valid
+        v = self.robot.state_valid
+        return v(robot_state) if callable(v) else v
 
     def apply_collision_object(self, collision_object_msg, color_msg=None):
         self.robot.scene_ops.append((collision_object_msg.operation, collision_object_msg.id))
@@ -151,17 +225,37 @@ class TrajectoryExecutionManager:
     def __init__(self, robot) -> None:
         self.robot = robot
         self.stop_calls = 0
+        self.stop_threads: set[str] = set()
 
     def stop_execution(self, auto_clear=True):
         self.stop_calls += 1
+        self.stop_threads.add(threading.current_thread().name)
         if self.robot.execution_started.is_set():  # a stop before the execution began does nothing (as in MoveIt)
             self.robot.stopped.set()
 
 
+def _controller_flags(moveit_controllers: Path, ros2_controllers: Path) -> tuple[bool, bool]:
+    """(allow_stalling of the GripperActionController, allow_failure of MoveIt's GripperCommand handle) in the
+    given controller configs (both default false)."""
+    ros2 = yaml.safe_load(ros2_controllers.read_text())
+    moveit = yaml.safe_load(moveit_controllers.read_text())
+    stalling = ros2.get("panda_hand_controller", {}).get("ros__parameters", {}).get("allow_stalling", False)
+    failure = moveit["moveit_simple_controller_manager"]["panda_hand_controller"].get("allow_failure", False)
+    return bool(stalling), bool(failure)
+
+
+SHIPPED_CONTROLLERS = (CONFIG / "panda_moveit_controllers.yaml", CONFIG / "panda_ros2_controllers.yaml")
+
+
 class MoveItPy:
-    """The stand-in MoveItPy; ``statuses``: what each execute returns (default SUCCEEDED)."""
+    """The stand-in MoveItPy; ``statuses``: what each execute returns (default SUCCEEDED); ``object_width``: what
+    lies between the fingers (m; None: nothing); ``controllers``: the (MoveIt, ros2_control) controller configs."""
 
     def __init__(self, node_name="moveit_py", config_dict=None) -> None:
+        self.object_width = 0.05  # a 5 cm object between the fingers when they close
+        self.controllers = SHIPPED_CONTROLLERS
+        self.wind_down = threading.Event()
+        self.wind_down.set()  # a stopped execution returns at once unless a test holds it
         self.node_name, self.config = node_name, config_dict
         self.current = RobotState()
         self.state_valid = True
@@ -191,7 +285,21 @@ class MoveItPy:
             self.on_plan_hook(i)
         code = self.plan_code.get(i, 1)
         end = RobotState({j: 1.0 + i for j in JOINTS}, {j: 0.5 for j in JOINTS})
-        return MotionPlanResponse(RobotTrajectory([comp.start, end]) if code == 1 else None, code)
+        traj = RobotTrajectory([comp.start, end])
+        traj.gripper_goal = comp.goal if comp.group == "hand" else None
+        return MotionPlanResponse(traj if code == 1 else None, code)
+
+    def _run_gripper(self, goal: str) -> str:
+        """GripperActionController + MoveIt's GripperCommand handle: the fingers move to the goal or stop on the
+        object; a stall ends ABORTED unless allow_stalling; MoveIt passes ABORTED on unless allow_failure."""
+        target = {"open": 0.08, "close": 0.0}[goal]
+        width = target if self.object_width is None or target >= self.object_width else self.object_width
+        self.current.joint_positions.update({"panda_finger_joint1": width / 2, "panda_finger_joint2": width / 2})
+        if width == target:
+            return "SUCCEEDED"
+        allow_stalling, allow_failure = _controller_flags(*self.controllers)
+        code = "SUCCEEDED" if allow_stalling else "ABORTED"
+        return "SUCCEEDED" if code == "ABORTED" and allow_failure else code
 
     def execute(self, robot_trajectory, controllers):  # Jazzy: controllers has no default
         i = len(self.executed)
@@ -200,8 +308,12 @@ class MoveItPy:
             time.sleep(0.05)  # the controller takes a moment to start: a stop sent now is lost
             self.execution_started.set()
             assert self.stopped.wait(10.0), "the execution was never stopped"
+            assert self.wind_down.wait(10.0), "the test never let the stopped execution end"
             return ExecutionStatus("PREEMPTED")
-        return ExecutionStatus(self.statuses[i] if i < len(self.statuses) else "SUCCEEDED")
+        if i < len(self.statuses):
+            return ExecutionStatus(self.statuses[i])
+        goal = getattr(robot_trajectory, "gripper_goal", None)
+        return ExecutionStatus(self._run_gripper(goal) if goal is not None else "SUCCEEDED")
 
 
 def messages():
@@ -214,7 +326,9 @@ def messages():
 
 
 def plan_request_parameters(robot, entry):
-    return types.SimpleNamespace(entry=entry)
+    """PlanRequestParameters(robot, entry): the entry's plan_request_params of config/moveit_py.yaml."""
+    cfg = yaml.safe_load((CONFIG / "moveit_py.yaml").read_text())[entry]["plan_request_params"]
+    return types.SimpleNamespace(entry=entry, **cfg)
 
 
 def make_planner(robot=None, **kw):
@@ -223,13 +337,13 @@ def make_planner(robot=None, **kw):
     planner = MoveItPlanner(
         "bopask_moveit_py", {"robot_description_semantic": "<robot/>"}, PARAMS, safety,
         moveit_factory=lambda name, config: (setattr(robot, "config", config), robot)[1],
-        backend_factory=lambda r, p, s: MoveItBackend(r, p, s, messages=messages(),
+        backend_factory=lambda r, p, s: MoveItBackend(r, p, s, messages=messages(), sleep=lambda t: None,
                                                       plan_request_parameters=plan_request_parameters), **kw)
     return planner, robot
 
 
 def grasp_result():
-    T_skeleton = make_transform(TOP_DOWN, [0.45, 0.05, 0.12])
+    T_skeleton = make_transform(TOP_DOWN, [0.45, 0.05, 0.12])  # panda_link0 (the planning frame)
     from bopask_vlm.gripper import keypoints_3d
 
     return PipelineResult(ResultStatus.SUCCEEDED, grasp_pose_base=T_skeleton, points_base=keypoints_3d(T_skeleton))
@@ -267,7 +381,9 @@ def test_grasp_executes_every_step_from_zero_velocity_copies_of_the_current_stat
         assert start is not robot.current  # a copy, never MoveIt's own current state
         assert all(v == 0.0 for v in start.joint_velocities.values())  # Pilz LIN: NonZeroVelocityInStartState
         assert all(v == 0.0 for v in start.joint_accelerations.values())
-        assert start.joint_positions == robot.current.joint_positions
+        # the arm's joints as measured (the fingers move between the plans)
+        assert {j: start.joint_positions[j] for j in ARM_JOINTS} == {j: robot.current.joint_positions[j]
+                                                                    for j in ARM_JOINTS}
     assert any(v != 0.0 for v in robot.current.joint_velocities.values())  # the measured state is untouched
     # goals are panda_hand poses: the M2T2 skeleton pose turned by the one named transform
     (approach_msg, link) = arm_plans(robot)[1][1]
@@ -376,12 +492,12 @@ def test_planning_scene_table_once_and_object_boxes_per_object():
     # add_to_planning_scene false: nothing but the table
     out = planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=False), None)
     assert out.ok and robot.scene_ops == [("ADD", "bopask_table")]
-    planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=True), None)
+    planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=True, plan_only=False), None)
     mug = object_box_id("the mug")
     assert robot.scene_ops[1:] == [("ADD", mug)]  # the table is not sent again
     # the same object seen elsewhere: its box is replaced (same id), no stale copy is left
     moved = PipelineResult(ResultStatus.SUCCEEDED, points_base=_box_corners([0.3, -0.2, 0.0], 0.06))
-    planner.plan(moved, Goal("pose", ["The Mug"], add_to_planning_scene=True), None)
+    planner.plan(moved, Goal("pose", ["The Mug"], add_to_planning_scene=True, plan_only=False), None)
     assert robot.scene_ops[2:] == [("ADD", mug)]
     assert list(planner.runner.scene.objects) == ["bopask_table", mug]
     # a grasp of what lies inside that box removes the box first, else the planner could not reach it
@@ -447,12 +563,15 @@ def test_trajectory_and_nothing_to_plan():
     pts = np.array([[0.45, 0.0, 0.02], [0.45, 0.1, 0.12], [0.4, 0.2, 0.06]])
     out = planner.plan(PipelineResult(ResultStatus.SUCCEEDED, points_base=pts), Goal("trajectory", ["a", "b"],
                                                                                       plan_only=False), None)
-    assert out.ok and len(robot.executed) == 3
+    assert out.ok and len(robot.executed) == 4  # three waypoints, then the release (defect 8)
     assert [p[3].entry for p in arm_plans(robot)] == ["ompl_rrtc", "pilz_lin", "pilz_lin"]
+    assert robot.plans[-1][:2] == ("hand", "open") and robot.executed[-1].gripper_goal == "open"
     out = planner.plan(PipelineResult(ResultStatus.SUCCEEDED), Goal("depth", ["a", "b"]), None)
     assert out.ok and "nothing to plan" in out.reason
     assert steps_for(PipelineResult(ResultStatus.SUCCEEDED, points_base=pts), Goal("trajectory", ["a"]), PARAMS,
                      SafetyEnvelope())[-1].kind == "detach"
+    assert steps_for(PipelineResult(ResultStatus.SUCCEEDED, points_base=pts), Goal("trajectory", ["a"]),
+                     dict(PARAMS, gripper_open_state="release"), SafetyEnvelope())[-1].named_state == "release"
     assert len(trajectory_steps(pts)) == 4 and len(grasp_steps(np.eye(4), SafetyEnvelope())) == 6
 
 
@@ -511,3 +630,164 @@ def test_a_grasp_the_wrist_cannot_reach_is_turned_half_a_turn_as_in_the_simulato
     robot2.current.ik_result = False
     out = planner2.plan(grasp_result(), grasp_goal(), cancel=None)
     assert not out.ok and not out.executed and "unreachable" in out.reason and robot2.executed == []
+
+
+# -- issue 20: what MoveIt does, modelled by the stand-in -------------------------------------------------------
+
+def test_ik_target_is_solved_in_the_model_frame():
+    """Defect 1: a panda_link0 target moved into ``world`` (where the launch puts panda_link0) before set_from_ik;
+    solved as if it were in world it lies 0.45 m behind and 0.75 m below the arm: "no IK solution"."""
+    planner, robot = make_planner()
+    out = planner.plan(grasp_result(), grasp_goal(execute=False), cancel=None)
+    assert out.ok, out.reason
+    asked = np.asarray(robot.current.ik_calls[0][1].T)  # the pre-grasp, as set_from_ik got it
+    pre = arm_plans(robot)[0][1][0].T  # the same pose as planned, in panda_link0
+    np.testing.assert_allclose(asked, T_WORLD_LINK0 @ pre, atol=1e-12)
+    assert T_WORLD_LINK0[2, 3] == pytest.approx(0.75) and T_WORLD_LINK0[0, 3] == pytest.approx(-0.45)
+    # the pose goal itself stays stamped in the planning frame (MoveIt transforms stamped goals itself)
+    assert arm_plans(robot)[0][1][0].frame == "panda_link0"
+
+
+def test_a_close_stopped_by_the_object_is_a_grasp_and_an_empty_close_a_miss(tmp_path):
+    """Defect 2: with the panda's stock controller configs (neither allow_stalling nor allow_failure) the close
+    on an object ends ABORTED; judged by the finger opening it is a grasp and the lift runs. With the shipped
+    configs the stall succeeds; an empty close (SUCCEEDED) is a miss and nothing is lifted."""
+    for controllers in ("stock", "shipped"):
+        planner, robot = make_planner()
+        if controllers == "stock":
+            tmp = tmp_path
+            moveit = yaml.safe_load(SHIPPED_CONTROLLERS[0].read_text())
+            del moveit["moveit_simple_controller_manager"]["panda_hand_controller"]["allow_failure"]
+            ros2 = yaml.safe_load(SHIPPED_CONTROLLERS[1].read_text())
+            del ros2["panda_hand_controller"]["ros__parameters"]["allow_stalling"]
+            stock = (tmp / "moveit.yaml", tmp / "ros2.yaml")
+            stock[0].write_text(yaml.safe_dump(moveit))
+            stock[1].write_text(yaml.safe_dump(ros2))
+            robot.controllers = stock
+            assert _controller_flags(*stock) == (False, False)
+        else:
+            assert _controller_flags(*SHIPPED_CONTROLLERS) == (True, True)
+        out = planner.plan(grasp_result(), grasp_goal(), cancel=None)
+        assert out.ok and out.executed and len(robot.executed) == 5, (controllers, out.reason)
+        assert robot.current.joint_positions["panda_finger_joint1"] == pytest.approx(0.025)  # held at 5 cm
+    planner, robot = make_planner()
+    robot.object_width = None  # nothing between the fingers
+    out = planner.plan(grasp_result(), grasp_goal(), cancel=None)
+    assert not out.ok and out.executed and "closed on nothing" in out.reason
+    assert len(robot.executed) == 4  # pre-grasp, open, approach, close; no lift
+
+
+def test_cancel_during_execution_returns_at_once_and_the_goal_thread_stops_it():
+    """Defect 5: the cancel callback (planner.stop) sets the flag and returns while the execution still runs
+    (rclpy moves the goal to CANCELING only then); the goal's thread repeats stop_execution until it ends."""
+    planner, robot = make_planner()
+    robot.block_execution = 2  # the approach runs until stopped
+    robot.wind_down.clear()  # and, once stopped, ends only when the test lets it
+    box = {}
+    t = threading.Thread(target=lambda: box.update(out=planner.plan(grasp_result(), grasp_goal(), cancel=None)),
+                         name="goal")
+    t.start()
+    assert robot.execution_started.wait(10.0)
+    returned = threading.Event()
+    threading.Thread(target=lambda: (planner.stop(), returned.set()), name="cancel callback", daemon=True).start()
+    assert returned.wait(5.0), "stop() waited for the execution to end"
+    assert robot.stopped.wait(5.0) and t.is_alive()  # stopped by the goal's thread, still winding down
+    robot.wind_down.set()
+    t.join(10.0)
+    out = box["out"]
+    assert out.canceled and out.executed and "approach" in out.reason and len(robot.executed) == 3
+    assert "cancel callback" not in robot.tem.stop_threads and "goal" in robot.tem.stop_threads
+
+
+def test_a_goal_cancel_seen_during_execution_stops_it():
+    planner, robot = make_planner()
+    robot.block_execution = 0
+    out = planner.plan(grasp_result(), grasp_goal(), cancel=lambda: robot.execution_started.is_set())
+    assert out.canceled and robot.stopped.is_set() and len(robot.executed) == 1
+
+
+def test_pilz_keeps_its_own_slower_scaling():
+    """Defect 7: the smaller of the entry's scaling (config/moveit_py.yaml: pilz_lin 0.05) and the envelope's."""
+    planner, robot = make_planner()
+    planner.plan(grasp_result(), grasp_goal(execute=False), cancel=None)
+    scaling = [(p[3].entry, p[3].max_velocity_scaling_factor, p[3].max_acceleration_scaling_factor)
+               for p in arm_plans(robot)]
+    assert scaling == [("ompl_rrtc", 0.1, 0.1), ("pilz_lin", 0.05, 0.05), ("pilz_lin", 0.05, 0.05)]
+    slow = SafetyEnvelope(velocity_scaling=0.03, acceleration_scaling=0.02)
+    backend = MoveItBackend(robot, PARAMS, slow, messages=messages(), plan_request_parameters=plan_request_parameters)
+    p = backend._plan_params("pilz_lin")
+    assert (p.max_velocity_scaling_factor, p.max_acceleration_scaling_factor) == (0.03, 0.02)
+
+
+def test_failed_starts_take_new_node_names_and_are_not_retried_per_goal():
+    """Defect 9: each MoveItPy() that throws leaves its rclcpp node and executor thread behind: every attempt
+    gets its own name, and once start-up has failed no goal builds another."""
+    names = []
+
+    def factory(name, config):
+        names.append(name)
+        raise RuntimeError("robot_description_semantic missing")
+
+    planner = MoveItPlanner("bopask_moveit_py", {}, PARAMS, SafetyEnvelope(), startup_attempts=2,
+                            moveit_factory=factory, sleep=lambda s: None)
+    assert names == ["bopask_moveit_py", "bopask_moveit_py_2"] and not planner.ready
+    for _ in range(3):
+        out = planner.plan(grasp_result(), grasp_goal(), None)
+        assert not out.ok and "robot_description_semantic missing" in out.reason
+    assert len(names) == 2
+
+
+def test_after_start_runs_once_moveit_is_up():
+    """Defect 3: MoveItPy's rclcpp::init replaces the SIGINT handler; the node's own goes back right after."""
+    import signal
+
+    from bopask_ros.node_support.stop_signals import StopSignals, reassert_stop_signals
+
+    rclcpp_handler = lambda signum, frame: None  # noqa: E731  (stands in for rclcpp's SignalHandler)
+
+    def factory(name, config):
+        signal.signal(signal.SIGINT, rclcpp_handler)  # what rclcpp::init does
+        return MoveItPy()
+
+    with StopSignals() as stop:
+        planner = MoveItPlanner("n", {}, PARAMS, SafetyEnvelope(), moveit_factory=factory,
+                                after_start=reassert_stop_signals,
+                                backend_factory=lambda r, p, s: MoveItBackend(
+                                    r, p, s, messages=messages(), plan_request_parameters=plan_request_parameters))
+        assert planner.ready and signal.getsignal(signal.SIGINT) is stop
+        assert signal.getsignal(signal.SIGTERM) is stop
+    assert signal.getsignal(signal.SIGINT) is not stop  # restored on exit
+
+
+def test_plan_only_pose_goals_add_no_boxes_and_boxes_expire():
+    """Defect 11: a pose goal that only plans adds no box (Pose.action's add_to_planning_scene is true by
+    default) unless plan_only_boxes; boxes leave after their lifetime."""
+    now = [0.0]
+    planner, robot = make_planner(box_lifetime_s=60.0)
+    planner.runner.scene.clock = lambda: now[0]
+    pose_res = PipelineResult(ResultStatus.SUCCEEDED, points_base=_box_corners([0.5, 0.1, 0.0], 0.06))
+    planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=True, plan_only=True), None)
+    assert robot.scene_ops == [("ADD", "bopask_table")]
+    planner.params = dict(PARAMS, plan_only_boxes=True)
+    planner.plan(pose_res, Goal("pose", ["the mug"], add_to_planning_scene=True, plan_only=True), None)
+    mug = object_box_id("the mug")
+    assert robot.scene_ops[-1] == ("ADD", mug)
+    now[0] = 30.0
+    planner.plan(PipelineResult(ResultStatus.SUCCEEDED), Goal("depth", ["a", "b"]), None)
+    assert mug in planner.runner.scene.objects  # within its lifetime
+    now[0] = 61.0
+    planner.plan(grasp_result(), grasp_goal(execute=False), None)  # a later goal elsewhere
+    assert robot.scene_ops[-1] == ("REMOVE", mug) and mug not in planner.runner.scene.objects
+
+
+def test_ik_tries_other_seeds_when_the_first_solution_collides():
+    """Defect 12: the first IK solution (the current state's branch) is in collision; a random seed finds the
+    other branch, which is free: the target is reachable."""
+    planner, robot = make_planner()
+    robot.state_valid = lambda state: state.joint_positions["panda_joint1"] < 0  # the +joint-1 branch collides
+    out = planner.plan(grasp_result(), grasp_goal(execute=False), cancel=None)
+    assert out.ok, out.reason
+    assert len(robot.current.ik_calls) > 3  # more than one IK per target
+    robot.state_valid = False
+    out = planner.plan(grasp_result(), grasp_goal(execute=False), cancel=None)
+    assert not out.ok and "every IK solution is in collision" in out.reason

@@ -51,8 +51,10 @@ ROBOTS = {
         "robot_description": ("moveit_resources_panda_moveit_config", "config/panda.urdf.xacro"),
         "robot_description_semantic": None,  # config/panda.srdf of the package
         "joint_limits": None,  # config/joint_limits.yaml of the package
-        "trajectory_execution": "config/gripper_moveit_controllers.yaml",
-        "ros2_controllers": "config/ros2_controllers.yaml",
+        # bopask's copies of the package's gripper_moveit_controllers.yaml / ros2_controllers.yaml with the gripper
+        # allowed to stall on the object (allow_failure / allow_stalling; see the files)
+        "trajectory_execution": (PACKAGE, "config/panda_moveit_controllers.yaml"),
+        "ros2_controllers": (PACKAGE, "config/panda_ros2_controllers.yaml"),
         "controllers": ["joint_state_broadcaster", "panda_arm_controller", "panda_hand_controller"],
         "base_link": "panda_link0",
         "node": {"planning_frame": "panda_link0", "planning_group": "panda_arm", "gripper_group": "hand",
@@ -60,6 +62,9 @@ ROBOTS = {
     },
 }
 PIPELINES = ["ompl", "pilz_industrial_motion_planner"]
+# Pilz checks its LIN/PTP paths only for self-collision; without a response adapter a straight line may cross the
+# table or an object box. OMPL's pipeline (moveit_resources) already has it.
+VALIDATE_SOLUTION = "default_planning_response_adapters/ValidateSolution"
 
 
 def share_file(*parts: str) -> str:
@@ -73,6 +78,24 @@ def package_file(package: str, relative: str) -> str:
     from ament_index_python.packages import get_package_share_directory
 
     return os.path.join(get_package_share_directory(package), relative)
+
+
+def robot_file(robot: str, key: str) -> str:
+    """A file of ``ROBOTS[robot][key]``: (package, relative path), or a path relative to the MoveIt package."""
+    spec = ROBOTS[robot]
+    entry = spec[key]
+    return package_file(*entry) if isinstance(entry, tuple) else package_file(spec["moveit_package"], entry)
+
+
+def validate_pilz_solutions(planning_pipelines: dict) -> dict:
+    """Add ValidateSolution to the Pilz pipeline's response adapters (kept once, after any it has)."""
+    pilz = planning_pipelines.get("pilz_industrial_motion_planner")
+    if pilz is not None:
+        adapters = list(pilz.get("response_adapters") or [])
+        if VALIDATE_SOLUTION not in adapters:
+            adapters.append(VALIDATE_SOLUTION)
+        pilz["response_adapters"] = adapters
+    return planning_pipelines
 
 
 def arg(context: LaunchContext, name: str) -> str:
@@ -137,10 +160,12 @@ def moveit_config(robot: str):
         builder = builder.robot_description_semantic(file_path=package_file(pkg, rel))
     if spec["joint_limits"] is not None:
         builder = builder.joint_limits(file_path=spec["joint_limits"])
-    return (builder.trajectory_execution(file_path=spec["trajectory_execution"])
-            .planning_pipelines(default_planning_pipeline="ompl", pipelines=PIPELINES)
-            .moveit_cpp(file_path=share_file("config", "moveit_py.yaml"))
-            .to_moveit_configs())
+    config = (builder.trajectory_execution(file_path=robot_file(robot, "trajectory_execution"))
+              .planning_pipelines(default_planning_pipeline="ompl", pipelines=PIPELINES)
+              .moveit_cpp(file_path=share_file("config", "moveit_py.yaml"))
+              .to_moveit_configs())
+    validate_pilz_solutions(config.planning_pipelines)
+    return config
 
 
 def robot_actions(robot: str, config, use_fake_hardware: bool, use_sim_time: bool = False) -> list:
@@ -151,7 +176,7 @@ def robot_actions(robot: str, config, use_fake_hardware: bool, use_sim_time: boo
                     parameters=[config.robot_description, {"use_sim_time": use_sim_time}])]
     if use_fake_hardware:
         actions.append(Node(package="controller_manager", executable="ros2_control_node", output="log",
-                            parameters=[package_file(spec["moveit_package"], spec["ros2_controllers"]),
+                            parameters=[robot_file(robot, "ros2_controllers"),
                                         {"use_sim_time": use_sim_time}],
                             remappings=[("/controller_manager/robot_description", "/robot_description")]))
         actions += [Node(package="controller_manager", executable="spawner", output="log",

@@ -13,18 +13,27 @@ Rules, each tested in ``tests/test_moveit_adapter.py`` against a stand-in backen
   zero (Pilz LIN refuses a start state with non-zero velocity, ``NonZeroVelocityInStartState``, tolerance
   1e-8, and measured joint states are noisy). Without execution, each plan starts where the previous
   one ends, so the whole sequence is checked.
-- A cancel (the goal's ``cancel()`` or :meth:`MotionRunner.stop`) is looked for before every step and
+- A cancel (the goal's ``cancel()`` or :meth:`MotionRunner.request_stop`) is looked for before every step and
   between planning and executing it. A stop that arrives while a trajectory runs stops it; one that arrives
-  just before execution starts keeps it from starting (the start and the stop share a lock, and the stop is
-  repeated until the execution has returned). A canceled sequence ends with ``PlanOutcome.canceled``.
+  just before execution starts keeps it from starting (the start and the stop share a lock). The stop itself
+  is done by the goal's own thread: the trajectory runs on a helper thread while the goal's thread watches
+  the stop flag and the goal's ``cancel()`` and repeats the backend's stop until the execution has returned,
+  so a cancel callback only sets the flag and returns at once (rclpy moves the goal to CANCELING only when
+  it has returned). A canceled sequence ends with ``PlanOutcome.canceled``.
+- A gripper close marked ``closes_on_object`` is judged by the finger opening when the backend can measure
+  it (``gripper_opening``): fingers stopped at ``min_grasp_width`` or wider hold the object (a grasp, even
+  when the controller reported the stall as ABORTED), narrower ones closed on nothing (a miss, even when the
+  controller reported SUCCEEDED).
+- ``detach`` with a named state opens the gripper (the object is released where the path ends).
 - An execution that does not succeed (moveit_py's ``ExecutionStatus``: ABORTED, PREEMPTED, TIMED_OUT,
   FAILED...) ends the sequence: nothing after it runs (no close, no lift after a failed approach) and the
   outcome names the status.
 - The planning scene holds the table (from the safety envelope), the support plane the pipeline measured
   when it differs from the table, and one box per object a pose goal asked to add (id from the object
   description; a new pose of the same object replaces its box). A box that contains a grasp or path target
-  is removed before planning to it, else the planner could never reach the object. Objects are sent to the
-  backend only when they change.
+  is removed before planning to it, else the planner could never reach the object. Object boxes leave the
+  scene ``box_lifetime_s`` after they were put there (at the next sequence). Objects are sent to the backend
+  only when they change.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -163,12 +172,16 @@ def support_plane_object(safety: Any, plane: tuple[Sequence[float], float] | Non
 
 @dataclass
 class SceneBook:
-    """What the planning scene holds (our objects only), so that only changes are sent to the backend."""
+    """What the planning scene holds (our objects only), so that only changes are sent to the backend;
+    ``since``: when each object was last put (``clock()``, seconds)."""
 
     objects: dict[str, SceneObject] = field(default_factory=dict)
+    since: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def put(self, obj: SceneObject) -> tuple[list[SceneObject], list[str]]:
         """Add or replace ``obj``; the (add, remove) operations that brings about (none if unchanged)."""
+        self.since[obj.id] = self.clock()
         if obj.same_as(self.objects.get(obj.id)):
             return [], []
         self.objects[obj.id] = obj
@@ -176,7 +189,16 @@ class SceneBook:
 
     def drop(self, ids: Iterable[str]) -> tuple[list[SceneObject], list[str]]:
         gone = [i for i in ids if self.objects.pop(i, None) is not None]
+        for i in gone:
+            self.since.pop(i, None)
         return [], gone
+
+    def expired_boxes(self, lifetime_s: float) -> list[str]:
+        """Object boxes put more than ``lifetime_s`` ago (none when ``lifetime_s`` <= 0)."""
+        if lifetime_s <= 0:
+            return []
+        now = self.clock()
+        return [i for i in self.objects if i.startswith(BOX_PREFIX) and now - self.since.get(i, now) > lifetime_s]
 
     def boxes_containing(self, points: NDArray[np.float64], margin: float = 0.02) -> list[str]:
         """Object boxes (not the table or support plane) that hold any of ``points``."""
@@ -223,6 +245,12 @@ class MotionBackend(Protocol):
     def apply_scene(self, add: Sequence[SceneObject], remove: Sequence[str]) -> None:
         """Add (or replace, same id) and remove box collision objects in the planning scene."""
 
+    # optional: ``gripper_opening() -> float | None``, the distance between the fingers (m) once they have
+    # stopped moving (None: not measured); a backend without it has its gripper closes judged by the status
+
+
+GRIPPER_MISS = "the gripper closed on nothing"
+
 
 # -- the runner ------------------------------------------------------------------------------------
 
@@ -234,35 +262,44 @@ class MotionRunner:
     """Carries out motion steps on a :class:`MotionBackend` (see the module docstring for the rules).
 
     ``safety``: the :class:`bopask_ros.motion.safety.SafetyEnvelope` (its table becomes a collision object).
-    ``stop_poll_s``: how often :meth:`stop` repeats the backend's stop while an execution is running."""
+    ``stop_poll_s``: how often the goal's thread looks for a stop, and repeats the backend's stop, while an
+    execution is running. ``min_grasp_width``: the finger opening (m) below which a close held nothing.
+    ``box_lifetime_s``: how long an object box stays in the planning scene (0: until replaced or cleared)."""
 
-    def __init__(self, backend: MotionBackend, safety: Any = None, *, stop_poll_s: float = 0.05) -> None:
+    def __init__(self, backend: MotionBackend, safety: Any = None, *, stop_poll_s: float = 0.05,
+                 min_grasp_width: float = 0.004, box_lifetime_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
         self.safety = safety
-        self.scene = SceneBook()
+        self.scene = SceneBook(clock=clock)
         self.stop_poll_s = float(stop_poll_s)
+        self.min_grasp_width = float(min_grasp_width)
+        self.box_lifetime_s = float(box_lifetime_s)
         self._run_lock = threading.Lock()  # one sequence at a time
         self._cond = threading.Condition()
         self._stop = False
         self._executing = False
 
     # -- cancel ------------------------------------------------------------------------------------
-    def stop(self, timeout_s: float = 10.0) -> bool:
-        """Cancel the running sequence: nothing further starts, and a running execution is stopped (the
-        backend's stop is repeated until the execution has returned, so a stop that lands just as it starts
-        is not lost). True when no execution is running any more."""
-        deadline = time.monotonic() + timeout_s
+    def request_stop(self) -> None:
+        """Cancel the running sequence without waiting (a cancel callback, a stop signal): nothing further
+        starts, and the goal's own thread stops a running execution (it repeats the backend's stop until the
+        execution has returned, so a stop that lands just as the controller starts is not lost)."""
         with self._cond:
             self._stop = True
-            running = self._executing
-        while running:
-            self.backend.stop_execution()
-            with self._cond:
-                if self._executing:
-                    self._cond.wait(self.stop_poll_s)
-                running = self._executing
-            if running and time.monotonic() > deadline:
-                return False
+            self._cond.notify_all()
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """:meth:`request_stop`, then wait until no execution runs any more (at most ``timeout_s``); True when
+        none does."""
+        deadline = time.monotonic() + timeout_s
+        self.request_stop()
+        with self._cond:
+            while self._executing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, self.stop_poll_s))
         return True
 
     @property
@@ -277,16 +314,62 @@ class MotionRunner:
             raise _Canceled(where)
 
     def _execute(self, trajectory: Any, cancel: Callable[[], bool] | None, label: str) -> ExecStatus:
-        with self._cond:  # the start and stop() share the lock: a stop before this point keeps it from starting
+        """Run ``trajectory`` on a helper thread; this (the goal's) thread watches for a stop meanwhile and
+        stops the execution itself, repeating the backend's stop until the execution has returned."""
+        with self._cond:  # the start and request_stop() share the lock: a stop before this point keeps it from starting
             if self._stop or (cancel is not None and cancel()):
                 raise _Canceled(f"canceled before executing {label}")
             self._executing = True
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["status"] = self.backend.execute(trajectory)
+            except BaseException as e:  # handed to the goal's thread
+                box["error"] = e
+            finally:
+                with self._cond:
+                    self._executing = False
+                    self._cond.notify_all()
+
+        worker = threading.Thread(target=run, name=f"execute {label}", daemon=True)
+        worker.start()
         try:
-            return exec_status_of(self.backend.execute(trajectory))
-        finally:
             with self._cond:
-                self._executing = False
-                self._cond.notify_all()
+                while self._executing:
+                    stopping = self._stop
+                    if not stopping and cancel is not None:
+                        self._cond.release()  # cancel() may take the goal handle's lock: never under ours
+                        try:
+                            stopping = bool(cancel())
+                        finally:
+                            self._cond.acquire()
+                        self._stop = self._stop or stopping
+                    if stopping and self._executing:
+                        self._cond.release()
+                        try:
+                            self.backend.stop_execution()
+                        finally:
+                            self._cond.acquire()
+                    if self._executing:
+                        self._cond.wait(self.stop_poll_s)
+        finally:
+            worker.join()
+        if "error" in box:
+            raise box["error"]
+        return exec_status_of(box.get("status"))
+
+    def _judge_close(self, step: MotionStep, status: ExecStatus) -> str | None:
+        """Why a gripper close did not grasp (None: it did), from the finger opening where the backend measures
+        it: a stall on the object is a grasp whatever the status; an empty close is a miss."""
+        measure = getattr(self.backend, "gripper_opening", None)
+        width = measure() if measure is not None else None
+        if width is None:
+            return None if status.ok else f"execution of {step.label} did not succeed: {status.name}"
+        if width < self.min_grasp_width:
+            return (f"{GRIPPER_MISS}: {step.label} ended {width * 1000:.1f} mm open (execution {status.name}), "
+                    f"under {self.min_grasp_width * 1000:.1f} mm")
+        return None
 
     # -- planning scene ----------------------------------------------------------------------------
     def _apply(self, ops: tuple[list[SceneObject], list[str]]) -> None:
@@ -297,7 +380,11 @@ class MotionRunner:
     def update_environment(self, support_plane: tuple[Sequence[float], float] | None = None,
                            targets: NDArray[np.float64] | None = None) -> None:
         """Put the table (and the measured support plane, where it is not the table) into the scene.
-        Called before each sequence; sends nothing when nothing changed."""
+        Called before each sequence; sends nothing when nothing changed. Object boxes older than
+        ``box_lifetime_s`` leave the scene here."""
+        expired = self.scene.expired_boxes(self.box_lifetime_s)
+        if expired:
+            self._apply(self.scene.drop(expired))
         if self.safety is not None:
             self._apply(self.scene.put(table_object(self.safety)))
             support = support_plane_object(self.safety, support_plane, targets)
@@ -347,8 +434,10 @@ class MotionRunner:
                     if s.kind == "remove_box":
                         self._apply(self.scene.drop([s.meta["id"]]))
                         continue
-                    if s.kind in ("attach", "detach"):
+                    if s.kind == "attach" or (s.kind == "detach" and not s.named_state):
                         continue  # the gripper holds the object; MoveIt's attached-body bookkeeping is not used
+                    if s.kind == "detach":  # release: open the gripper where the path ends
+                        s = replace(s, kind="gripper")
                     if s.kind == "gripper" and not execute:
                         continue  # the fingers do not change where the arm can go
                     if execute or previous_end is None:
@@ -371,7 +460,11 @@ class MotionRunner:
                         stopped = self._stop
                     if stopped or (cancel is not None and cancel()):
                         raise _Canceled(f"canceled during {s.label} (execution {status.name})")
-                    if not status.ok:
+                    if s.kind == "gripper" and s.meta.get("closes_on_object"):
+                        why = self._judge_close(s, status)
+                        if why is not None:
+                            return PlanOutcome(False, why, executed=True, plan=plans)
+                    elif not status.ok:
                         return PlanOutcome(False, f"execution of {s.label} did not succeed: {status.name}",
                                            executed=True, plan=plans)
             except _Canceled as c:

@@ -52,7 +52,8 @@ def grasp_steps(T_grasp: NDArray[np.float64], safety: SafetyEnvelope, lift_dista
         MotionStep("move", "pre-grasp", safety.pre_grasp(T)),
         MotionStep("gripper", "open gripper", named_state=open_state),
         MotionStep("linear", "approach", T),
-        MotionStep("gripper", "close gripper", named_state=close_state),
+        # judged by the finger opening (MotionRunner): a close stopped by the object is a grasp, an empty one a miss
+        MotionStep("gripper", "close gripper", named_state=close_state, meta={"closes_on_object": True}),
         MotionStep("attach", "attach object"),
         MotionStep("linear", "lift", _shifted(T, lift_distance)),
     ]
@@ -73,10 +74,11 @@ def grasp_alternatives(T_grasp: NDArray[np.float64]) -> list[NDArray[np.float64]
 
 
 def trajectory_steps(points_base: NDArray[np.float64], orientation: NDArray[np.float64] = TOP_DOWN,
-                     tool_offset: float = 0.1034) -> list[MotionStep]:
+                     tool_offset: float = 0.1034, release_state: str = "open") -> list[MotionStep]:
     """Carry a grasped object along lifted waypoints: a free move to the first, then straight
-    segments. The gripper frame stands ``tool_offset`` above each waypoint (the grasp point is
-    between the finger pads, that far along the approach)."""
+    segments, then release it (``detach``: the gripper opens to ``release_state``). The gripper frame stands
+    ``tool_offset`` above each waypoint (the grasp point is between the finger pads, that far along the
+    approach)."""
     P = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
     steps = []
     for i, p in enumerate(P):
@@ -84,7 +86,7 @@ def trajectory_steps(points_base: NDArray[np.float64], orientation: NDArray[np.f
         T[:3, :3] = orientation
         T[:3, 3] = p - tool_offset * orientation[:, 2]
         steps.append(MotionStep("move" if i == 0 else "linear", f"waypoint {i}", T))
-    steps.append(MotionStep("detach", "release object"))
+    steps.append(MotionStep("detach", "release object", named_state=release_state))
     return steps
 
 
@@ -129,6 +131,13 @@ def step_options_for(result: Any, goal: Any, params: Mapping[str, Any],
     return None if steps is None else [steps]
 
 
+def _param(params: Mapping[str, Any], name: str, default: Any) -> Any:
+    try:
+        return params[name]
+    except KeyError:
+        return default
+
+
 def steps_for(result: Any, goal: Any, params: Mapping[str, Any], safety: SafetyEnvelope) -> list[MotionStep] | None:
     """The motion steps of a goal's pipeline result (a :class:`bopask_ros.pipeline.PipelineResult` and its
     :class:`~bopask_ros.pipeline.Goal`; ``params``: the node's, for lift distance and gripper states). None:
@@ -140,7 +149,7 @@ def steps_for(result: Any, goal: Any, params: Mapping[str, Any], safety: SafetyE
         return grasp_steps(result.grasp_pose_base, safety, params["lift_distance"], params["gripper_open_state"],
                            params["gripper_close_state"])
     if task is Task.TRAJECTORY and len(result.points_base):
-        return trajectory_steps(result.points_base)
+        return trajectory_steps(result.points_base, release_state=params["gripper_open_state"])
     if task is Task.POSE and len(result.points_base) == 8:
         from bopask_vlm.eval.metrics import box_from_corners_3d
 
@@ -148,5 +157,9 @@ def steps_for(result: Any, goal: Any, params: Mapping[str, Any], safety: SafetyE
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = box.R, box.center
         name = str(goal.objects[0]) if goal.objects else "object"
-        return pose_steps(T, box.size, name, bool(getattr(goal, "add_to_planning_scene", False)))
+        # a box only when the goal asks (Pose.action: add_to_planning_scene, true by default) and either moves the
+        # robot or the node lets plan-only goals add boxes (plan_only_boxes): a look at an object adds nothing
+        asked = bool(getattr(goal, "add_to_planning_scene", False))
+        allowed = not getattr(goal, "plan_only", True) or bool(_param(params, "plan_only_boxes", False))
+        return pose_steps(T, box.size, name, asked and allowed)
     return None

@@ -165,8 +165,13 @@ class MessageFactory:
         return self.make("bopask_msgs/msg/Answer2D", task=Task(task).value, question=question, raw_text=raw_text,
                          model=model, points=kp, yes_no=yes)
 
-    def lifted_points(self, result: Any, frame_id: str, stamp: float) -> list[Any]:
-        pts = np.asarray(result.points_base if len(result.points_base) else result.points_cam, dtype=np.float64)
+    def lifted_points(self, result: Any, frame_id: str, stamp: float, camera_frame_id: str | None = None) -> list[Any]:
+        """The result's points in ``frame_id`` (the planning frame); where they never got there (LIFT_FAILED,
+        TF_FAILED) the camera-frame points, stamped with ``camera_frame_id`` (the image's frame)."""
+        in_base = len(result.points_base) > 0
+        pts = np.asarray(result.points_base if in_base else result.points_cam, dtype=np.float64)
+        if not in_base:
+            frame_id = camera_frame_id or frame_id
         valid = list(result.valid) if len(result.valid) == len(pts) else [True] * len(pts)
         rules = [getattr(r, "value", str(r)) for r in result.rules] if len(result.rules) == len(pts) else [""] * len(pts)
         out = []
@@ -213,8 +218,10 @@ def failed_check_of(reason: str) -> str:
 
 
 def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id: str, stamp: float,
-                 question: str = "", model: str = "", pre_grasp_distance: float = 0.1) -> Any:
-    """The ``bopask_msgs/action/<action>_Result`` of a pipeline result (any status)."""
+                 question: str = "", model: str = "", pre_grasp_distance: float = 0.1,
+                 camera_frame_id: str | None = None) -> Any:
+    """The ``bopask_msgs/action/<action>_Result`` of a pipeline result (any status); ``camera_frame_id``: the
+    frame of camera-frame points (results that never reached the planning frame)."""
     from bopask_vlm.eval.metrics import MetricError, box_from_corners_3d
 
     status_value = getattr(result.status, "value", str(result.status))
@@ -240,7 +247,7 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
                             grasp_pose=factory.pose_stamped(T, frame_id, stamp),
                             pre_grasp_pose=factory.pose_stamped(pre, frame_id, stamp),
                             gripper_width=float(result.grasp_width or 0.0),
-                            keypoints=factory.lifted_points(result, frame_id, stamp), executed=executed,
+                            keypoints=factory.lifted_points(result, frame_id, stamp, camera_frame_id), executed=executed,
                             refinement=factory.refinement(result, frame_id, stamp), attempts=factory.attempts(result))
     if action == "Pose":
         T, size = None, np.zeros(3)
@@ -256,19 +263,19 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
                             object_pose=factory.pose_stamped(T, frame_id, stamp),
                             size=factory.make("geometry_msgs/msg/Vector3", x=float(size[0]), y=float(size[1]),
                                               z=float(size[2])),
-                            corners=factory.lifted_points(result, frame_id, stamp))
+                            corners=factory.lifted_points(result, frame_id, stamp, camera_frame_id))
     if action == "Trajectory":
         poses = [factory.pose(np.block([[np.eye(3), np.nan_to_num(p)[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
                  for p in np.asarray(result.points_base).reshape(-1, 3)]
         return factory.make("bopask_msgs/action/Trajectory_Result", **common,
                             waypoints=factory.make("geometry_msgs/msg/PoseArray", header=factory.header(frame_id, stamp),
                                                    poses=poses),
-                            points=factory.lifted_points(result, frame_id, stamp), executed=executed,
+                            points=factory.lifted_points(result, frame_id, stamp, camera_frame_id), executed=executed,
                             path_moved_m=float(getattr(result, "path_moved_m", 0.0)),
                             path_repair=str(getattr(result, "path_repair", "")), attempts=factory.attempts(result))
     if action == "Rearrangement":
         return factory.make("bopask_msgs/action/Rearrangement_Result", **common,
-                            objects_to_move=factory.lifted_points(result, frame_id, stamp))
+                            objects_to_move=factory.lifted_points(result, frame_id, stamp, camera_frame_id))
     if action == "YesNoQuestion":
         yes = bool(result.answer.value) if isinstance(result.answer, YesNoAnswer) else False
         return factory.make("bopask_msgs/action/YesNoQuestion_Result", **common, answer_yes=yes)

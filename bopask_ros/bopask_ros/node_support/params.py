@@ -91,6 +91,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("lift_distance", 0.10, "how far the object is lifted after closing (m)"),
     ParamSpec("planning_pipeline", "ompl_rrtc", "plan_request_params entry for free-space moves"),
     ParamSpec("cartesian_pipeline", "pilz_lin", "plan_request_params entry for straight-line segments"),
+    ParamSpec("plan_only_boxes", False, "pose goals that only plan (every Pose goal) put their box into the "
+              "planning scene when they ask (add_to_planning_scene); false: only goals that execute do"),
+    ParamSpec("object_box_lifetime_s", 300.0, "object boxes from earlier pose goals leave the planning scene after "
+              "this long (s; 0: until replaced or cleared by a grasp)"),
     # the simulator (motion_backend sim): one scene, placed by the node's calibration (else the repository's
     # config/camera_calibration.yaml), its camera published on the three camera topics above
     ParamSpec("sim.scene_seed", 0, "motion_backend sim: the scene's seed (object choice and placement)"),

@@ -51,20 +51,44 @@ class StopSignals:
         self._event.set()
 
     def install(self) -> StopSignals:
+        global _active
         if threading.current_thread() is not threading.main_thread():
             raise ValueError("StopSignals.install() must be called from the main thread")
         for s in STOP_SIGNALS:
             self._previous[s] = signal.signal(s, self)
+        _active = self
         return self
 
+    def reassert(self) -> bool:
+        """Install this handler again where a library replaced it (MoveItPy's ``rclcpp::init`` installs rclcpp's
+        handlers, which would shut its context down on Ctrl-C while a trajectory still runs); the previous
+        handlers to restore stay those of :meth:`install`. Only from the main thread: False elsewhere."""
+        if threading.current_thread() is not threading.main_thread() or not self._previous:
+            return False
+        for s in STOP_SIGNALS:
+            signal.signal(s, self)
+        return True
+
     def restore(self) -> None:
+        global _active
         for s, prev in self._previous.items():
             # None: the previous handler was not set from Python; the default then
             signal.signal(s, prev if prev is not None else signal.SIG_DFL)
         self._previous.clear()
+        if _active is self:
+            _active = None
 
     def __enter__(self) -> StopSignals:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+_active: StopSignals | None = None  # the installed one
+
+
+def reassert_stop_signals() -> bool:
+    """:meth:`StopSignals.reassert` of the installed handler, if any (False: none installed, or not the main
+    thread)."""
+    return _active.reassert() if _active is not None else False

@@ -20,8 +20,17 @@ Checked against moveit2's moveit_py sources for Jazzy (2.10; ``moveit_py/src/mov
   ``plan(single_plan_parameters=PlanRequestParameters(robot, "<plan_request_params entry>"))`` returning a
   ``MotionPlanResponse`` (``bool()`` true on SUCCESS, ``.error_code.val``, ``.trajectory``: a
   ``RobotTrajectory``, indexable, its last item the end state). ``plan()`` holds the GIL.
-- ``RobotState.set_from_ik(joint_model_group_name, geometry_pose, tip_name, timeout)``; ``joint_velocities``
-  / ``joint_accelerations`` are dicts by variable name; ``copy.deepcopy(state)`` copies it.
+- ``RobotState.set_from_ik(joint_model_group_name, geometry_pose, tip_name, timeout)`` takes the pose in the
+  *model frame* (moveit_core ``RobotState::setFromIK``: "assumed to be in the reference frame of the kinematic
+  model"): for the Panda config that is ``world`` (a floating virtual joint world -> panda_link0 in the SRDF,
+  filled from TF; the tabletop launch puts panda_link0 at x -0.45, z 0.75 in ``world``), so a planning-frame
+  target is first moved into it with ``get_frame_transform(planning_frame)`` (the model frame -> that frame;
+  identity when the frame is unknown). ``set_to_random_positions(joint_model_group)`` and
+  ``robot_model.get_joint_model_group(name)`` give other IK seeds. ``joint_positions`` / ``joint_velocities`` /
+  ``joint_accelerations`` are dicts by variable name; ``copy.deepcopy(state)`` copies it.
+- ``MoveItPy()`` calls ``rclcpp::init`` with rclcpp's signal handlers (they replace the process's SIGINT /
+  SIGTERM handlers) and starts a detached executor thread for its node before ``MoveItCpp`` is built: a failed
+  construction leaves that node and thread behind, so a retry takes a new node name and retries are few.
 - ``get_planning_scene_monitor().read_only()`` / ``read_write()`` context managers yield a
   ``PlanningScene``: ``is_state_valid(robot_state, joint_model_group_name)``, ``apply_collision_object(msg)``,
   ``current_state.update()`` (as in moveit2_tutorials' motion_planning_python_api planning-scene example).
@@ -95,7 +104,13 @@ class MoveItBackend:
     """:class:`bopask_ros.motion.motion_runner.MotionBackend` on a started ``MoveItPy``."""
 
     def __init__(self, robot: Any, params: Any, safety: SafetyEnvelope, *, messages: Any = None,
-                 plan_request_parameters: Callable[[Any, str], Any] | None = None, ik_timeout_s: float = 0.1) -> None:
+                 plan_request_parameters: Callable[[Any, str], Any] | None = None, ik_timeout_s: float = 0.1,
+                 ik_seeds: int = 6, finger_joints: Sequence[str] = ("panda_finger_joint1", "panda_finger_joint2"),
+                 settle_s: float = 1.0, poll_s: float = 0.05, sleep: Callable[[float], None] = time.sleep) -> None:
+        """``ik_seeds``: IK attempts (the current state, then random arm positions) before a target is called
+        unreachable; ``finger_joints``: the gripper's joints, their positions summed to the finger opening
+        (the Panda's two fingers each move half of it); ``settle_s``: how long the opening may take to stop
+        changing after a close."""
         self.robot = robot
         self.params = params
         self.safety = safety
@@ -108,11 +123,17 @@ class MoveItBackend:
         self.arm = robot.get_planning_component(params["planning_group"])
         self.gripper = robot.get_planning_component(params["gripper_group"])
         self.ik_timeout_s = float(ik_timeout_s)
+        self.ik_seeds = max(1, int(ik_seeds))
+        self.finger_joints = tuple(finger_joints)
+        self.settle_s, self.poll_s, self._sleep = float(settle_s), float(poll_s), sleep
 
     def _plan_params(self, entry: str) -> Any:
+        """The entry's plan request parameters with the velocity and acceleration scaling capped by the safety
+        envelope's (the smaller wins: Pilz LIN's 0.05 stays 0.05 under an envelope of 0.1)."""
         p = self._plan_request_parameters(self.robot, entry)
-        p.max_velocity_scaling_factor = self.safety.velocity_scaling
-        p.max_acceleration_scaling_factor = self.safety.acceleration_scaling
+        p.max_velocity_scaling_factor = _capped(p, "max_velocity_scaling_factor", self.safety.velocity_scaling)
+        p.max_acceleration_scaling_factor = _capped(p, "max_acceleration_scaling_factor",
+                                                    self.safety.acceleration_scaling)
         return p
 
     def current_state(self) -> Any:
@@ -129,15 +150,47 @@ class MoveItBackend:
         state.update()
         return state
 
-    def ik_problem(self, pose: NDArray[np.float64], seed: Any) -> str | None:
-        state = copy.deepcopy(seed)
-        if not state.set_from_ik(self.group, self.msgs.pose(pose), self.params["end_effector_link"],
-                                 self.ik_timeout_s):
-            return "no IK solution"
+    def to_model_frame(self, pose: NDArray[np.float64], state: Any) -> NDArray[np.float64]:
+        """``pose`` (planning frame) in the robot model's frame, where ``set_from_ik`` takes it."""
         state.update()
-        with self.robot.get_planning_scene_monitor().read_only() as scene:
-            valid = scene.is_state_valid(state, self.group)
-        return None if valid else "the IK solution is in collision (robot or planning scene)"
+        T_model_planning = np.asarray(state.get_frame_transform(self.frame), dtype=np.float64).reshape(4, 4)
+        return T_model_planning @ np.asarray(pose, dtype=np.float64)
+
+    def ik_problem(self, pose: NDArray[np.float64], seed: Any) -> str | None:
+        """None when some IK solution for ``pose`` is collision-free: the first seeded from ``seed``, then from
+        random arm positions (``ik_seeds`` in all); else why not."""
+        target = self.msgs.pose(self.to_model_frame(pose, copy.deepcopy(seed)))
+        solved = 0
+        for i in range(self.ik_seeds):
+            state = copy.deepcopy(seed)
+            if i:
+                state.set_to_random_positions(state.robot_model.get_joint_model_group(self.group))
+            if not state.set_from_ik(self.group, target, self.params["end_effector_link"], self.ik_timeout_s):
+                continue
+            solved += 1
+            state.update()
+            with self.robot.get_planning_scene_monitor().read_only() as scene:
+                if scene.is_state_valid(state, self.group):
+                    return None
+        if not solved:
+            return f"no IK solution ({self.ik_seeds} seeds)"
+        return (f"every IK solution is in collision (robot or planning scene; {solved} found from "
+                f"{self.ik_seeds} seeds)")
+
+    def gripper_opening(self) -> float | None:
+        """The finger opening (m) once it has stopped changing (at most ``settle_s``); None without the finger
+        joints in the state."""
+        last: float | None = None
+        deadline = time.monotonic() + self.settle_s
+        while True:
+            positions = self.current_state().joint_positions
+            if not all(j in positions for j in self.finger_joints):
+                return None
+            width = float(sum(positions[j] for j in self.finger_joints))
+            if last is not None and (abs(width - last) < 2e-4 or time.monotonic() >= deadline):
+                return width
+            last = width
+            self._sleep(self.poll_s)
 
     def plan(self, step: MotionStep, start: Any) -> MotionPlan:
         if step.kind in ("move", "linear"):
@@ -176,13 +229,24 @@ class MoveItBackend:
             scene.current_state.update()
 
 
+def _capped(params: Any, name: str, cap: float) -> float:
+    own = getattr(params, name, None)
+    return float(cap) if own is None or float(own) <= 0 else min(float(own), float(cap))
+
+
 class MoveItPlanner:
     """The pipeline's Planner on moveit_py.
 
     ``node_name``, ``config_dict``: MoveItPy's node and its parameters (the MoveIt config);
     ``use_sim_time``: passed to that node (the node should pass its own ``use_sim_time``);
-    ``startup_attempts`` / ``retry_wait_s``: MoveItPy is started again when it fails (joint states late);
-    after that each goal tries once more and fails with the reason until MoveIt is up, the node keeps serving.
+    ``startup_attempts`` / ``retry_wait_s``: MoveItPy constructions at start, ``retry_wait_s`` apart. Each failed
+    one leaves an rclcpp node and its executor thread behind (moveit_py starts them before MoveItCpp throws), so
+    every attempt takes a new node name (``node_name``, ``node_name_2``, ...) and there are no retries after
+    start: with ``wait_for_initial_state_timeout: 0`` (config/moveit_py.yaml) late joint states do not fail the
+    construction, what does (a bad config, no robot_description) a retry cannot mend. Goals then fail with the
+    reason; the node keeps serving.
+    ``after_start()``: called once MoveItPy is up, from the thread that built it (the node re-installs its own
+    SIGINT / SIGTERM handlers there, which rclcpp's replaced).
     ``moveit_factory(node_name, config_dict)`` and ``backend_factory(robot, params, safety)``: injectable for
     tests (default: ``moveit.planning.MoveItPy`` and :class:`MoveItBackend`)."""
 
@@ -190,7 +254,8 @@ class MoveItPlanner:
                  use_sim_time: bool = False, startup_attempts: int = 3, retry_wait_s: float = 2.0,
                  moveit_factory: Callable[[str, dict], Any] | None = None,
                  backend_factory: Callable[[Any, Any, SafetyEnvelope], Any] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, after_start: Callable[[], None] | None = None,
+                 box_lifetime_s: float = 300.0) -> None:
         self.node_name = node_name
         self.config = dict(config_dict)
         self.config["use_sim_time"] = bool(use_sim_time)
@@ -201,18 +266,24 @@ class MoveItPlanner:
         self._moveit_factory = moveit_factory
         self._backend_factory = backend_factory or MoveItBackend
         self._sleep = sleep
+        self._after_start = after_start
+        self.box_lifetime_s = float(box_lifetime_s)
         self._start_lock = threading.Lock()
         self.robot: Any = None
         self.runner: MotionRunner | None = None
         self.start_error = ""
+        self.node_names: list[str] = []  # one per MoveItPy construction (each leaves an rclcpp node)
         self.start(self.startup_attempts)
 
     # -- start -------------------------------------------------------------------------------------
     def start(self, attempts: int = 1) -> bool:
-        """Start MoveItPy (``attempts`` tries, ``retry_wait_s`` apart); True when it runs. Never raises."""
+        """Start MoveItPy (``attempts`` tries, ``retry_wait_s`` apart; only once in the planner's life); True
+        when it runs. Never raises."""
         with self._start_lock:
             if self.runner is not None:
                 return True
+            if self.node_names:  # tried and failed: a new try would leak one more node and thread
+                return False
             factory = self._moveit_factory
             if factory is None:
                 try:
@@ -225,9 +296,14 @@ class MoveItPlanner:
                 def factory(name: str, config: dict) -> Any:
                     return MoveItPy(node_name=name, config_dict=config)
             for i in range(attempts):
+                name = self.node_name if i == 0 else f"{self.node_name}_{i + 1}"
+                self.node_names.append(name)
                 try:
-                    self.robot = factory(self.node_name, self.config)
-                    runner = MotionRunner(self._backend_factory(self.robot, self.params, self.safety), self.safety)
+                    self.robot = factory(name, self.config)
+                    if self._after_start is not None:
+                        self._after_start()
+                    runner = MotionRunner(self._backend_factory(self.robot, self.params, self.safety), self.safety,
+                                          box_lifetime_s=self.box_lifetime_s)
                     runner.update_environment()  # the table goes into the planning scene once, at start
                     self.runner = runner
                     self.start_error = ""
@@ -244,11 +320,15 @@ class MoveItPlanner:
         return self.runner is not None
 
     def stop(self) -> bool:
-        """Cancel the running motion sequence (called from the action server's cancel callback)."""
-        return True if self.runner is None else self.runner.stop()
+        """Cancel the running motion sequence without waiting (the action server's cancel callback, a stop
+        signal): the goal's own thread stops a running execution (:meth:`MotionRunner.request_stop`)."""
+        if self.runner is not None:
+            self.runner.request_stop()
+        return True
 
     # -- Planner protocol --------------------------------------------------------------------------
     def plan(self, result: PipelineResult, goal: Goal, cancel: Callable[[], bool] | None) -> PlanOutcome:
         if not self.start(1):
-            return PlanOutcome(False, f"MoveIt is not running: {self.start_error}")
+            return PlanOutcome(False, f"MoveIt is not running: {self.start_error} (restart the node once the "
+                                      "cause is fixed)")
         return plan_goal(self.runner, result, goal, self.params, cancel)

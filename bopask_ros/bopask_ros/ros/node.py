@@ -55,7 +55,7 @@ from bopask_ros.node_support.conversions import (
 from bopask_ros.node_support.goal_gate import GoalGate
 from bopask_ros.node_support.markers import result_markers
 from bopask_ros.node_support.params import PARAMS, CameraCalibration, NodeParams, ParamError, calibration_of
-from bopask_ros.node_support.stop_signals import StopSignals
+from bopask_ros.node_support.stop_signals import StopSignals, reassert_stop_signals
 from bopask_ros.perception.camera_sync import CameraSync, DepthHealth, frame_size_mismatch
 from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
 from bopask_ros.perception.tf_buffer import TransformError, TransformWait, map_tf2_error
@@ -368,7 +368,9 @@ class BopaskNode(Node):
         # moveit_py's own node must run on the same clock (replay with a robot: /clock), else it never sees a
         # current state
         use_sim_time = bool(self.get_parameter("use_sim_time").value)
-        return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety, use_sim_time=use_sim_time)
+        # MoveItPy's rclcpp::init replaces the process's SIGINT/SIGTERM handlers: the node's own go back on
+        return MoveItPlanner("bopask_moveit_py", config, self.params, self.safety, use_sim_time=use_sim_time,
+                             after_start=reassert_stop_signals, box_lifetime_s=self.params["object_box_lifetime_s"])
 
     def _sim_planner(self) -> Any:
         """The simulator (``sim.*`` parameters), its camera placed by the node's calibration (with ``tf_source
@@ -618,7 +620,7 @@ class BopaskNode(Node):
             self._publish_visuals(frame, result)
             msg = build_result(self.factory, iface, result, frame_id=frame_id, stamp=frame.stamp,
                                question=goal.question or "", model=self.params["vlm_model"],
-                               pre_grasp_distance=self.safety.pre_grasp_distance)
+                               pre_grasp_distance=self.safety.pre_grasp_distance, camera_frame_id=frame.frame_id)
             if result.status == ResultStatus.SUCCEEDED:
                 goal_handle.succeed()
             elif result.status == ResultStatus.CANCELED:
@@ -650,7 +652,14 @@ class BopaskNode(Node):
             return self._active_goals
 
     def stop_goals(self) -> None:
-        """Goals waiting on the VLM (or asking it from now on) end with "the node is shutting down"."""
+        """Stop the robot's motion first (MoveIt: without waiting; the goal's thread stops the execution while
+        MoveIt still runs), then goals waiting on the VLM (or asking it from now on) end with "the node is
+        shutting down"."""
+        if self.planner is not None and self.params["motion_backend"] == "moveit":
+            try:
+                self.planner.stop()
+            except Exception as e:  # stopping must never keep the node from shutting down
+                self.get_logger().error(f"stopping the motion failed: {e}")
         self.client.shutdown()
 
     def close(self) -> None:
