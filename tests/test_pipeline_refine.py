@@ -165,3 +165,24 @@ def test_markers_and_debug_image_show_the_answer_beside_the_executed_grasp(bagda
     res.refinement.refined = False
     assert "answer_gripper" not in {m.ns for m in result_markers(res)}
     assert np.array_equal(debug_image(frame.rgb, frame.camera, res), plain)
+
+
+def test_trajectory_with_local_refinement_reports_its_path_repair(bagdata):
+    """grasp_refine local checks the path too: the result says how far it moved (0 when nothing is in the way) and
+    the waypoints move only upwards, the ends stay."""
+    frames = {bf.im_id: bf.frame for bf in bagdata.frames}
+    done = 0
+    for rec in [r for r in bagdata.records if r.task == Task.TRAJECTORY][:4]:
+        frame = frames[int(rec.im_id)]
+        goal = Goal(rec.task, [o.description for o in rec.objects], question=rec.question, record=rec)
+        plain = TaskPipeline(OracleClient(), bagdata.tf).run(frame, goal)
+        res = TaskPipeline(OracleClient(), bagdata.tf, grasp_refine="local").run(frame, goal)
+        assert res.status == plain.status, (res.reason, plain.reason)
+        if not res.ok:
+            continue
+        done += 1
+        assert "path_repair" in res.timings and plain.path_moved_m == 0.0 and plain.path_repair == ""
+        d = np.linalg.norm(res.points_cam - plain.points_cam, axis=1)
+        assert d[0] < 1e-9 and d[-1] < 1e-9 and abs(d.max() - res.path_moved_m) < 1e-9
+        assert (res.path_moved_m > 0) == bool(res.path_repair)
+    assert done >= 1

@@ -206,6 +206,8 @@ class TaskPipeline:
     ``grasp_refine``: ``"none"`` executes the answer's fitted grasp, ``"local"`` the best executable grasp near it
     (:func:`bopask_ros.grasp.refine.refine_grasp`, ``refine_params``; safety and the planner's optional
     ``grasp_problem(T_base_skeleton) -> str | None`` accept candidates);
+    with ``"local"`` a path's inner waypoints are also raised where the carried object would hit the observed scene
+    (:func:`bopask_ros.motion.path_repair.repair_path`; ``result.path_moved_m``, ``result.path_repair``);
     ``max_attempts``: asks of the model per goal: an answer that fails lifting, refinement, safety or planning
     (before anything moved) is asked again with the failure named (:mod:`bopask_vlm.reask_prompts`).
     """
@@ -500,6 +502,14 @@ class TaskPipeline:
             bad = np.flatnonzero(~result.valid)
             why = "; ".join(f"{i}: {lp.reasons[i]}" for i in bad[:3])
             raise _Stop(ResultStatus.LIFT_FAILED, f"points {bad.tolist()} have no 3D position ({why})")
+        if task == Task.TRAJECTORY and self.grasp_refine == "local":
+            # the path as an intent too: the carried object's swept column raised over what the depth shows
+            from bopask_ros.motion.path_repair import repair_path
+
+            t0 = time.perf_counter()
+            rep = repair_path(result.points_cam, lifter.depth_m, lifter.camera, lifter.support_plane())
+            result.timings["path_repair"] = time.perf_counter() - t0
+            result.points_cam, result.path_moved_m, result.path_repair = rep.points, rep.moved_m, rep.reason
 
     def _refine(self, frame: Frame, lifter: Any, fit: Any, result: PipelineResult, goal: Goal | None) -> None:
         """``grasp_refine: local``: the best executable grasp near the answer's fit (safety and the planner's
