@@ -21,6 +21,7 @@ from _ros_helpers import (
     GoalRun,
     NodeProcess,
     RosClient,
+    action_client,
     image_msg,
     info_msg,
     wait_for,
@@ -65,7 +66,6 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(world, tmp_path_factory):
-    from rclpy.action import ActionClient
 
     from bopask_msgs.action import Rearrangement, YesNoQuestion
 
@@ -81,8 +81,8 @@ def env(world, tmp_path_factory):
              "spare": NodeProcess(long_, logs / "spare.log", namespace="/spare")}
     client = RosClient("bopask_abuse_client")
     cam = CameraPublisher(client, world["rgb"], world["depth_mm"], world["K"])
-    acs = {name: ActionClient(client.node, Rearrangement, f"/{name}/bopask_node/rearrangement") for name in nodes}
-    yes_no = ActionClient(client.node, YesNoQuestion, "/short/bopask_node/yes_no")
+    acs = {name: action_client(client.node, Rearrangement, f"/{name}/bopask_node/rearrangement") for name in nodes}
+    yes_no = action_client(client.node, YesNoQuestion, "/short/bopask_node/yes_no")
     try:
         for name, ac in [*acs.items(), ("short", yes_no)]:
             assert wait_for_action(ac, 60), f"{name} node not up:\n{nodes[name].output()}"

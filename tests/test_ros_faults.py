@@ -16,7 +16,16 @@ import time
 import numpy as np
 import pytest
 from _eval_helpers import table_frame
-from _ros_helpers import CameraPublisher, FakeVLMServer, GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
+from _ros_helpers import (
+    CameraPublisher,
+    FakeVLMServer,
+    GoalRun,
+    NodeProcess,
+    RosClient,
+    action_client,
+    wait_for,
+    wait_for_action,
+)
 
 pytestmark = [pytest.mark.ros]
 
@@ -75,7 +84,6 @@ def _node_params(world, server: FakeVLMServer, **extra) -> dict:
 def env(world, tmp_path_factory):
     """Two node processes against one stand-in VLM: ``reject`` (the default namespace) and ``queue``
     (namespace /queue); a camera publisher that starts paused (no frame yet)."""
-    from rclpy.action import ActionClient
 
     from bopask_msgs.action import Rearrangement
 
@@ -93,9 +101,9 @@ def env(world, tmp_path_factory):
     # the constructor let the publisher thread send one first, which failed CI once)
     cam = CameraPublisher(client, world["rgb"], world["depth_mm"], world["K"], paused=True)
     sim_cam = CameraPublisher(client, world["rgb"], world["depth_mm"], world["K"], prefix="/sim", sim_start_s=1000.0)
-    acs = {"reject": ActionClient(client.node, Rearrangement, "/bopask_node/rearrangement"),
-           "queue": ActionClient(client.node, Rearrangement, "/queue/bopask_node/rearrangement"),
-           "sim": ActionClient(client.node, Rearrangement, "/sim/bopask_node/rearrangement")}
+    acs = {"reject": action_client(client.node, Rearrangement, "/bopask_node/rearrangement"),
+           "queue": action_client(client.node, Rearrangement, "/queue/bopask_node/rearrangement"),
+           "sim": action_client(client.node, Rearrangement, "/sim/bopask_node/rearrangement")}
     try:
         for name, ac in acs.items():
             assert wait_for_action(ac, 60), f"{name} node not up:\n{nodes[name].output()}"

@@ -15,7 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _ros_helpers import CameraPublisher, FeedbackTap, GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
+from _ros_helpers import (
+    CameraPublisher,
+    FeedbackTap,
+    GoalRun,
+    NodeProcess,
+    RosClient,
+    action_client,
+    wait_for,
+    wait_for_action,
+)
 
 pytestmark = [pytest.mark.ros]
 
@@ -91,13 +100,12 @@ def ros(scene, tmp_path_factory):
     got: dict[str, list] = {"markers": [], "debug": []}
     client.node.create_subscription(MarkerArray, "/bopask_node/markers", got["markers"].append, 10)
     client.node.create_subscription(Image, "/bopask_node/debug_image", got["debug"].append, 10)
-    from rclpy.action import ActionClient
 
     from bopask_msgs.action import Grasp, Pose, Rearrangement, Trajectory, YesNoQuestion
 
     kinds = (("grasp", Grasp), ("pose", Pose), ("trajectory", Trajectory), ("rearrangement", Rearrangement),
              ("yes_no", YesNoQuestion))
-    clients = {name: ActionClient(client.node, cls, f"/bopask_node/{name}") for name, cls in kinds}
+    clients = {name: action_client(client.node, cls, f"/bopask_node/{name}") for name, cls in kinds}
     taps = {name: FeedbackTap(client, cls, f"/bopask_node/{name}") for name, cls in kinds}
     try:
         for name, ac in clients.items():

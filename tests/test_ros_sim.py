@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _ros_helpers import GoalRun, NodeProcess, RosClient, wait_for, wait_for_action
+from _ros_helpers import GoalRun, NodeProcess, RosClient, action_client, wait_for, wait_for_action
 
 pytestmark = [pytest.mark.ros]
 
@@ -107,11 +107,10 @@ def sim_ros(sim_scene, tmp_path_factory):
                        log, module="bopask_ros.ros.sim_bringup")
     client = RosClient("bopask_sim_test_client")
     depth = FrameTap(client, "/camera/camera/aligned_depth_to_color/image_raw")
-    from rclpy.action import ActionClient
 
     from bopask_msgs.action import Grasp
 
-    grasp = ActionClient(client.node, Grasp, "/bopask_node/grasp")
+    grasp = action_client(client.node, Grasp, "/bopask_node/grasp")
     try:
         assert wait_for_action(grasp, 60), f"grasp server not up:\n{node.output()}"
         wait_for(lambda: depth.count > 0, 60, f"the simulated camera:\n{node.output()}")
