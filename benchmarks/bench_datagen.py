@@ -17,6 +17,7 @@ and bytes per record and per image of the written shards, raw and gzip-compresse
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -27,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
+
+from bopask_vlm.help_format import DefaultsFormatter
 
 REPEATS = 3
 
@@ -88,15 +91,25 @@ def sizing(frames: int = 30, scenes: int = 2, objects: int = 5) -> int:
     return 0
 
 
-def main() -> int:
-    if "--sizing" in sys.argv:
-        rest = [a for a in sys.argv[1:] if a != "--sizing"]
-        return sizing(objects=int(rest[0]) if rest else 5)
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
+    p.add_argument("scenes", nargs="?", type=int, default=2, help="synthetic scenes (throughput run)")
+    p.add_argument("frames", nargs="?", type=int, default=30, help="frames per scene (throughput run)")
+    p.add_argument("--sizing", action="store_true",
+                   help="measure the cost per model, image and question instead (docs/datagen_sizing.md)")
+    p.add_argument("--objects", type=int, default=5, help="objects per image of the --sizing run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.sizing:
+        return sizing(objects=args.objects)
     from bopask_vlm.datagen import generate, model_geometry
     from bopask_vlm.datagen.bop_reader import list_scenes
     from bopask_vlm.datagen.synthetic import make_scene
 
-    scenes, frames = int(sys.argv[1]) if len(sys.argv) > 1 else 2, int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    scenes, frames = args.scenes, args.frames
     t_dec, t_gen = [], {1: [], 2: []}
     summaries: dict[int, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

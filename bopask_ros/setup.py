@@ -28,6 +28,6 @@ setup(
             "bopask_demo = bopask_ros.replay.demo:main",
         ],
         # `bopask replay`: bopask_vlm's CLI discovers subcommands in this entry-point group (it never imports us)
-        "bopask.commands": ["replay = bopask_ros.replay.cli:main"],
+        "bopask.commands": ["replay = bopask_ros.replay.cli:main", "goal = bopask_ros.ros.goal_cli:main"],
     },
 )

@@ -55,9 +55,11 @@ def _calib(text: str) -> tuple[float, float]:
 
 def parser() -> argparse.ArgumentParser:
     from bopask_sim.evaluate import CALIB_ERROR, EVAL_FIRST_SEED
+    from bopask_vlm.help_format import DefaultsFormatter
 
-    p = argparse.ArgumentParser(prog="bopask sim-eval", description=__doc__.splitlines()[0])
-    p.add_argument("--client", choices=("oracle", "openai", "transformers"), default="oracle")
+    p = argparse.ArgumentParser(prog="bopask sim-eval", description=__doc__, formatter_class=DefaultsFormatter)
+    p.add_argument("--client", choices=("oracle", "openai", "transformers"), default="oracle",
+                   help="who answers: the datagen's records (oracle), a vLLM server, a local model")
     p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL (--client openai)")
     p.add_argument("--model", default=None, help="served model name (openai) or model directory (transformers)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and noise level")
@@ -85,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a named camera placement instead of the calibration file (oblique: low, from the side)")
     p.add_argument("--no-direct", action="store_true", help="skip executing the datagen's own 3D targets")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 

@@ -41,11 +41,13 @@ def run_closed_loop_demo(out: str | Path, *, episodes: int = 4, noise_levels: Se
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bopask_sim.demo", description=__doc__.splitlines()[0])
+    from bopask_vlm.help_format import DefaultsFormatter
+
+    p = argparse.ArgumentParser(prog="python -m bopask_sim.demo", description=__doc__, formatter_class=DefaultsFormatter)
     p.add_argument("--out", default="demo_out", help="the demo's output directory (report.md is appended to)")
     p.add_argument("--episodes", type=int, default=4, help="episodes per task and noise level")
-    p.add_argument("--scenes", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--scenes", type=int, default=2, help="simulated scenes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     m = run_closed_loop_demo(args.out, episodes=args.episodes, scenes=args.scenes, progress=not args.quiet)
     print(f"{SECTION[3:]}\n{m['table']}\nreport: {Path(args.out).resolve() / 'report.md'}")

@@ -19,7 +19,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDesc
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_ = action.help or ""
-        if (action.default is None or action.default is argparse.SUPPRESS or action.default is False
+        d = action.default
+        if (d is None or d is False or d is argparse.SUPPRESS or isinstance(d, (list, tuple, str)) and not d
                 or "default" in help_.lower() or not action.option_strings and action.nargs not in ("?", "*")):
             return help_
         return super()._get_help_string(action)

@@ -27,9 +27,12 @@ def _load_config(path: str | None, endpoint: str | None, model: str | None) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bopask ask", description=__doc__)
+    from bopask_vlm.help_format import DefaultsFormatter
+
+    p = argparse.ArgumentParser(prog="bopask ask", description=__doc__, formatter_class=DefaultsFormatter)
     p.add_argument("image", help="RGB image file")
-    p.add_argument("task", choices=["pose", "grasp", "trajectory", "rearrangement", "spatial", "depth"])
+    p.add_argument("task", choices=["pose", "grasp", "trajectory", "rearrangement", "spatial", "depth"],
+                   help="what to ask")
     p.add_argument("objects", nargs="+", help="object description(s): one, or two for trajectory/spatial/depth")
     p.add_argument("--relation", default=None, help="spatial relation, e.g. 'left of'")
     p.add_argument("--config", default=None, help="client config (YAML/JSON)")

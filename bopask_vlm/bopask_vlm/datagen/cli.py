@@ -1,4 +1,4 @@
-"""``bopask datagen``: BOP scenes to sharded BOP-ASK question/answer JSONL (+ overlays for inspection)."""
+"""``bopask datagen``: BOP scenes to sharded BOP-ASK question/answer JSONL (+ overlays with ``--overlays N``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bopask datagen", description=__doc__.splitlines()[0])
+    from bopask_vlm.help_format import DefaultsFormatter
+
+    p = argparse.ArgumentParser(prog="bopask datagen", description=__doc__, formatter_class=DefaultsFormatter)
     p.add_argument("dataset_root", help="BOP dataset root (models/ and <split>/<scene>/)")
     p.add_argument("out_dir", help="output directory (shards/, manifest.json, README.md, errors.jsonl)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="generation seed (same seed, same bytes)")
     p.add_argument("--split", default=None, help="only this split (e.g. test, train_pbr)")
     p.add_argument("--dataset", default=None, help="name table to use: ycbv, lm, lmo, hope, handal")
     p.add_argument("--descriptions", default=None, help="JSON/YAML file obj_id -> name/description")
@@ -23,12 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=2, help="resubmissions of a task whose worker died")
     p.add_argument("--tasks", default=None, help="comma-separated subset of pose,grasp,trajectory,"
                                                  "rearrangement,spatial,depth")
-    p.add_argument("--max-scenes", type=int, default=None)
+    p.add_argument("--max-scenes", type=int, default=None, help="at most this many scenes (default: all)")
     p.add_argument("--no-resume", action="store_true", help="redo scenes whose shard exists")
     p.add_argument("--rephrase-url", default=None, help="OpenAI-compatible base URL to rephrase questions")
-    p.add_argument("--rephrase-model", default="default")
-    p.add_argument("--overlays", type=int, default=0, help="draw this many sample answers per task")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--rephrase-model", default="default", help="model name at --rephrase-url")
+    p.add_argument("--overlays", type=int, default=0,
+                   help="draw this many sample answers per task into OUT/overlays (0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary (failures still on stderr)")
     return p
 
 
@@ -74,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.overlays:
         write_overlays(Path(a.out_dir), a.overlays)
-    print(json.dumps({k: v for k, v in s.items() if k != "errors"} | {"errors": len(s["errors"])}))
+    if not a.quiet:
+        print(json.dumps({k: v for k, v in s.items() if k != "errors"} | {"errors": len(s["errors"])}))
+        out = Path(a.out_dir).resolve()
+        print(f"shards: {out / 'shards'}\nmanifest: {out / 'manifest.json'}"
+              + (f"\noverlays: {out / 'overlays'}" if a.overlays else ""))
+    if s["scenes_failed"]:
+        print(f"bopask datagen: {len(s['scenes_failed'])} scene(s) failed (listed in "
+              f"{Path(a.out_dir) / 'manifest.json'}; the same command again does only what is missing)",
+              file=sys.stderr)
     return 1 if s["scenes_failed"] else 0
 
 

@@ -8,15 +8,18 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bopask_vlm.help_format import DefaultsFormatter
+
     p = argparse.ArgumentParser(prog="bopask synth", description="Write synthetic BOP-format tabletop scenes "
-                                "(models/, test/<scene>/ with rgb, depth, masks, scene_*.json, scene_world.json).")
+                                "(models/, test/<scene>/ with rgb, depth, masks, scene_*.json, scene_world.json).",
+                                formatter_class=DefaultsFormatter)
     p.add_argument("out_dir", help="dataset root to write")
     p.add_argument("--scenes", type=int, default=1, help="number of scenes (scene i uses seed + i)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--objects", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first scene")
+    p.add_argument("--objects", type=int, default=5, help="objects per scene")
     p.add_argument("--frames", type=int, default=3, help="camera views per scene")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=640, help="image width (px)")
+    p.add_argument("--height", type=int, default=480, help="image height (px)")
     p.add_argument("--no-noise", action="store_true", help="perfect depth (no RealSense-like noise/holes)")
     p.add_argument("--no-real-mesh", action="store_true", help="primitives only (skip the LineMOD mesh)")
     return p

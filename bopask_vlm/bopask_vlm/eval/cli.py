@@ -18,7 +18,9 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bopask bench", description=__doc__.splitlines()[0])
+    from bopask_vlm.help_format import DefaultsFormatter
+
+    p = argparse.ArgumentParser(prog="bopask bench", description=__doc__, formatter_class=DefaultsFormatter)
     p.add_argument("--data", nargs="+", required=True,
                    help="JSONL shard files or directories (searched recursively), e.g. a datagen output directory")
     p.add_argument("--root", default=None, help="dataset root the records' image paths are relative to "
@@ -40,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-server-errors", type=float, default=None, metavar="FRACTION",
                    help="exit 1 when more than this fraction of the requests never reached the model (refused, "
                         "timed out, HTTP 5xx); without it, exit 1 only when every request failed so")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit's sample and the overlays' choice")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

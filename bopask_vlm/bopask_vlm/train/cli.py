@@ -16,14 +16,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bopask_vlm.help_format import DefaultsFormatter
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="bopask train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="bopask train", description=__doc__, formatter_class=DefaultsFormatter
     )
-    p.add_argument("--config", required=True, type=Path, help="run file (YAML; see bopask_vlm/train/configs/)")
+    p.add_argument("--config", required=True, type=Path,
+                   help="run file (YAML), or the name of a shipped one (bopask_vlm/train/configs/: tiny_cpu.yaml, "
+                        "qwen25vl_3b_lora.yaml, ...); its relative paths are relative to the working directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set optim.max_steps=100")
+                   help="override a config value (repeatable, parsed as YAML), e.g. --set optim.max_steps=100; "
+                        "a list field takes one plain value or [a, b]: --set data.train=DIR")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in run.output_dir, or from CHECKPOINT")
     p.add_argument("--no-export", action="store_true", help="do not write run.output_dir/model at the end")
@@ -44,6 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainConfigError as e:
         print(f"bopask train: {e}", file=sys.stderr)
         return 2
+    from bopask_vlm.train.config import resolve_config_path
+
+    if resolve_config_path(args.config) != args.config:
+        print(f"bopask train: config {resolve_config_path(args.config)} (shipped)", file=sys.stderr)
+    if args.export_checkpoint is None and not args.print_config:
+        missing = _missing_data(cfg.data.train + cfg.data.eval)
+        if missing:  # say so now, before torch and the model load
+            print(f"bopask train: no training data at {', '.join(missing)} (relative paths are relative to the "
+                  f"working directory {Path.cwd()})", file=sys.stderr)
+            return 2
     if args.print_config:
         import yaml
 
@@ -67,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"trained to step {result.global_step} (train loss {result.train_loss:.4f}); "
           f"model: {result.model_dir or '(not exported)'}")
     return 0
+
+
+def _missing_data(sources: list[str]) -> list[str]:
+    """The data sources (directories, shard files, globs) that name nothing."""
+    import glob
+
+    return [s for s in map(str, sources)
+            if not (Path(s).exists() or any(c in s for c in "*?[") and glob.glob(s))]
 
 
 if __name__ == "__main__":

@@ -143,13 +143,40 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
         unknown = set(value) - fields
         if unknown:
             raise TrainConfigError(f"{name}: unknown keys {sorted(unknown)} (known: {sorted(fields)})")
+        value = dict(value)
+        for key in _list_fields(cls) & set(value):  # one plain value is a list of one (never a string's letters)
+            v = value[key]
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                value[key] = [v]
+            elif v is not None and not isinstance(v, list):
+                raise TrainConfigError(f"{name}.{key}: expected a list (or one value), got {type(v).__name__} {v!r}")
         sections[name] = cls(**value)
     return TrainConfig(**sections).validate()
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML run file, apply ``section.key=value`` overrides, validate."""
+def _list_fields(cls: type) -> set[str]:
+    """The fields of a section dataclass that hold lists (``data.train``, ``run.report_to``, ...)."""
+    return {f.name for f in dataclasses.fields(cls) if f.default_factory is list  # type: ignore[misc]
+            or str(f.type).startswith("list[")}
+
+
+#: the run files shipped with the package (``bopask train --config tiny_cpu.yaml`` finds them from any folder)
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` if it exists, else the shipped run file of that name (``train/configs/``), else ``path``."""
     p = Path(path)
+    if not p.exists() and p.parent == Path(".") and (CONFIGS_DIR / p.name).is_file():
+        return CONFIGS_DIR / p.name
+    return p
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML run file (a path, or the name of a shipped one), apply ``section.key=value`` overrides,
+    validate. Relative paths in the file (data, model, output) are relative to the working directory, as on
+    the command line."""
+    p = resolve_config_path(path)
     try:
         d = yaml.safe_load(p.read_text()) or {}
     except OSError as e:

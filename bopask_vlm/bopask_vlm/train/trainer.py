@@ -285,6 +285,7 @@ def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> Any:
         remove_unused_columns=False,  # the collator's vision tensors are not in forward()'s named signature
         label_names=["labels"],
         dataloader_num_workers=cfg.data.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),  # only copies to a GPU gain (torch warns on CPUs)
         ignore_data_skip=True,  # the endless mixed stream is reseeded at resume instead of replayed
         disable_tqdm=not cfg.run.progress,
         # Each process reads its own seeded stream. Dispatching batches from rank 0 would slice every tensor
