@@ -13,8 +13,8 @@ record's own ``gt`` (``T_cam_obj``, ``size``, ``box_min``) and masks are disks a
 Search: the draws are fixed per record (common random numbers), so the metric is a monotone function of
 the multiplier ``s`` (stds times ``s``, probabilities times ``s`` capped at 1), continuous for NCE and
 IoU, a step function for the success and accuracy rates. ``s`` is bracketed by doubling from 1 and found
-by bisection until the metric is within ``tol`` (relative) of the request; the closest value seen is
-kept. A request the mix cannot reach (better than the oracle, or beyond the worst the mix gives at
+by bisection until the metric is within ``tol / 4`` (relative) of the request (or the step is found); the
+closest value seen is kept and checked against ``tol``. A request the mix cannot reach (better than the oracle, or beyond the worst the mix gives at
 ``s = 64``) is reported, not silently accepted.
 """
 
@@ -171,16 +171,18 @@ def records_hash(records: Sequence[Any]) -> str:
 
 def _solve(f: Callable[[float], float], target: float, increasing: bool, tol: float
            ) -> tuple[float, float, int, str]:
-    """(multiplier, achieved, evaluations, note) with ``f`` monotone in the multiplier."""
+    """(multiplier, achieved, evaluations, note) with ``f`` monotone in the multiplier. The search aims at
+    ``tol / 4`` and keeps the closest value it saw (``tol`` is what the report checks)."""
     seen: list[tuple[float, float]] = []
+    aim = tol / 4.0
 
     def ev(s: float) -> float:
         m = f(s)
         seen.append((s, m))
         return m
 
-    def within(m: float) -> bool:
-        return abs(m - target) <= tol * abs(target) + 1e-12
+    def within(m: float, t: float) -> bool:
+        return abs(m - target) <= t * abs(target) + 1e-12
 
     def beyond(m: float) -> bool:
         return m >= target if increasing else m <= target
@@ -189,10 +191,10 @@ def _solve(f: Callable[[float], float], target: float, increasing: bool, tol: fl
         return min(seen, key=lambda sm: (abs(sm[1] - target), sm[0]))
 
     m0 = ev(0.0)
-    if within(m0):
+    if within(m0, aim):
         return 0.0, m0, len(seen), ""
     if beyond(m0):
-        return 0.0, m0, len(seen), "the oracle itself is worse than the request"
+        return 0.0, m0, len(seen), "" if within(m0, tol) else "the oracle itself is worse than the request"
     lo, hi = 0.0, 1.0
     m = ev(hi)
     while not beyond(m) and hi < S_MAX:
@@ -201,21 +203,20 @@ def _solve(f: Callable[[float], float], target: float, increasing: bool, tol: fl
     if not beyond(m):
         s, mb = best()
         return s, mb, len(seen), f"the mix cannot reach the request (at multiplier {S_MAX:g}: {m:.3f})"
-    if within(m):
-        return hi, m, len(seen), ""
     for _ in range(40):
+        if within(m, aim):
+            break
         mid = (lo + hi) / 2.0
         m = ev(mid)
-        if within(m):
-            return mid, m, len(seen), ""
         if beyond(m):
             hi = mid
         else:
             lo = mid
-        if hi - lo < 1e-5 * max(hi, 1e-9):
+        if hi - lo < 1e-4 * max(hi, 1e-9):
             break
     s, mb = best()
-    return s, mb, len(seen), "the metric steps over the request on these records (closest kept)"
+    note = "" if within(mb, tol) else "the metric steps over the request on these records (closest kept)"
+    return s, mb, len(seen), note
 
 
 def evaluate_level(records: Sequence[Any], level: ErrorLevel, seed: int = 0, *,
