@@ -302,3 +302,41 @@ def test_bench_cli_answer_error(data, tmp_path, capsys):
     rc = main(["bench", "--data", str(root / "shards"), "--root", str(root), "--answer-error", "nce=abc",
                "--out", str(tmp_path / "c"), "--no-progress"])
     assert rc == 2
+
+
+def _blocked_rearrangement_records(records, root):
+    """Rearrangement records of the test scene made to have objects to move: our synthetic scenes have none
+    (every recall is 1 whatever the answer). Each asks about one object and names up to two others of the
+    same image, a point on each one's visible mask, as the objects to move."""
+    from bopask_vlm.answers import RearrangementAnswer, answer_to_json, answer_to_text
+    from bopask_vlm.eval.scoring import scene_for_record
+
+    out = []
+    for r in _of(records, "rearrangement"):
+        scene = scene_for_record(r, root)
+        pts, ks = [], []
+        for k in range(len(scene.instances(r.im_id))):
+            m = scene.mask(r.im_id, k, (r.height, r.width))
+            if k == r.objects[0].gt_index or m is None or m.sum() < 200:
+                continue
+            v, u = np.nonzero(m)
+            i = np.argmin((u - u.mean()) ** 2 + (v - v.mean()) ** 2)
+            pts.append([float(u[i]), float(v[i])])
+            ks.append(k)
+        pts, ks = pts[:1 + len(out) % 2], ks[:1 + len(out) % 2]
+        a = RearrangementAnswer(np.array(pts))
+        out.append(replace(r, id=r.id + "/blocked", answer=answer_to_json(a, 0), answer_text=answer_to_text(a),
+                           gt={**r.gt, "blocking_gt_indices": ks, "blocked": True}))
+    return out
+
+
+def test_calibration_reaches_rearrangement_recall_and_yes_no(data):
+    records, root = data
+    blocked = _blocked_rearrangement_records(records, root)
+    assert evaluate_level(blocked, PRESETS["oracle"], dataset_root=root)["rearr_recall"] == 1.0
+    rep = calibrate(blocked + _of(records, "spatial"), {"rearr_recall": 0.6, "spatial_acc": 0.9}, dataset_root=root)
+    for name, target in (("rearr_recall", 0.6), ("spatial_acc", 0.9)):
+        cal = rep.tasks[name]
+        assert cal.within_tol and abs(cal.achieved - target) <= 0.05 * target, rep.table()
+    got = evaluate_level(blocked + _of(records, "spatial"), rep.level, dataset_root=root)
+    assert abs(got["rearr_recall"] - 0.6) <= 0.03 and abs(got["spatial_acc"] - 0.9) <= 0.045
