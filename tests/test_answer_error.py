@@ -299,6 +299,7 @@ def test_bench_cli_answer_error(data, tmp_path, capsys):
     assert abs(ae["grasp_nce"]["achieved"] - 1.0) <= 0.05 and ae["grasp_nce"]["within_tol"]
     assert ae["pose_iou"]["achieved"] == pytest.approx(ae["pose_iou"]["calibrated"])
     assert "oracle+answer_error" in m["model"]
+    assert (tmp_path / "b" / "answer_error.png").stat().st_size > 1000
     rc = main(["bench", "--data", str(root / "shards"), "--root", str(root), "--answer-error", "nce=abc",
                "--out", str(tmp_path / "c"), "--no-progress"])
     assert rc == 2
@@ -340,3 +341,26 @@ def test_calibration_reaches_rearrangement_recall_and_yes_no(data):
         assert cal.within_tol and abs(cal.achieved - target) <= 0.05 * target, rep.table()
     got = evaluate_level(blocked + _of(records, "spatial"), rep.level, dataset_root=root)
     assert abs(got["rearr_recall"] - 0.6) <= 0.03 and abs(got["spatial_acc"] - 0.9) <= 0.045
+
+
+def test_calibration_cached_on_disk(data, tmp_path):
+    from bopask_vlm.clients.answer_error import resolve_level_report
+    from bopask_vlm.clients.answer_error.calibrate import _CACHE
+
+    records, root = data
+    grasps = _of(records, "grasp")
+    rep = resolve_level_report("grasp_nce=0.8", grasps, 5, dataset_root=root, cache_dir=tmp_path)
+    files = list(tmp_path.glob("calibration_*.json"))
+    assert len(files) == 1
+    _CACHE.clear()
+    again = resolve_level_report("grasp_nce=0.8", grasps, 5, dataset_root=root, cache_dir=tmp_path)
+    assert again.level == rep.level and again.tasks["grasp_nce"].achieved == rep.tasks["grasp_nce"].achieved
+    d = json.loads(files[0].read_text())  # the file is what is read: a changed multiplier comes back
+    d["multipliers"]["grasp"] = 0.0
+    files[0].write_text(json.dumps(d))
+    _CACHE.clear()
+    assert resolve_level_report("grasp_nce=0.8", grasps, 5, dataset_root=root, cache_dir=tmp_path).level.grasp \
+        == GraspError()
+    files[0].write_text("{not json")  # a broken cache file is calibrated again, not trusted
+    _CACHE.clear()
+    assert resolve_level_report("grasp_nce=0.8", grasps, 5, dataset_root=root, cache_dir=tmp_path).level == rep.level

@@ -92,10 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=not args.no_progress, model_name=args.model, seed=args.seed)
     print(res.paths["markdown"].read_text())
     if args.answer_error:
-        from bopask_vlm.clients.answer_error.bench import add_to_metrics_json, comparison, comparison_table
+        from bopask_vlm.clients.answer_error.bench import (
+            add_to_metrics_json,
+            comparison,
+            comparison_table,
+            plot_comparison,
+        )
 
         res.summary["answer_error"] = comp = comparison(res.summary, client, ae_report)
         add_to_metrics_json(res.paths["json"], comp)
+        res.paths["answer_error_plot"] = plot_comparison(comp, res.paths["json"].parent / "answer_error.png")
         print(comparison_table(comp))
     print(f"report: {res.paths['markdown']}  metrics: {res.paths['json']}")
     return server_error_exit(res.summary, args.max_server_errors, "bopask bench")

@@ -21,6 +21,7 @@ closest value seen is kept and checked against ``tol``. A request the mix cannot
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,11 +280,26 @@ def calibrate(records: Sequence[Any], targets: dict[str, float], seed: int = 0, 
 _CACHE: dict[tuple, CalibrationReport] = {}
 
 
+def _load_cached(path: Path, base: ErrorLevel) -> CalibrationReport | None:
+    try:
+        d = json.loads(path.read_text())
+        level = base
+        for task, s in d["multipliers"].items():
+            level = level.with_multiplier(task, float(s), base=base)
+        return CalibrationReport(replace(level, calibrated=True),
+                                 {k: TaskCalibration(**v) for k, v in d["tasks"].items()},
+                                 int(d["seed"]), float(d["tol"]), str(d["records_hash"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or from another version: calibrate again
+
+
 def resolve_level_report(text: ErrorLevel | str, records: Sequence[Any] | None, seed: int = 0, *,
-                         dataset_root: str | Path | None = None, tol: float = 0.05) -> CalibrationReport | None:
-    """The calibration of a level's text on ``records`` (cached per records hash, level, seed, tolerance,
-    root); None when the level asks for nothing (``oracle``). A metric request without records is an error;
-    a preset without records runs at its uncalibrated mix (None)."""
+                         dataset_root: str | Path | None = None, tol: float = 0.05,
+                         cache_dir: str | Path | None = None) -> CalibrationReport | None:
+    """The calibration of a level's text on ``records``; None when the level asks for nothing (``oracle``).
+    A metric request without records is an error; a preset without records runs at its uncalibrated mix
+    (None). Cached in memory per (records hash, level, seed, tolerance, root), and in ``cache_dir`` (one
+    JSON file per key) when given."""
     level = parse_level(text)
     if not level.targets:
         return None
@@ -292,13 +308,28 @@ def resolve_level_report(text: ErrorLevel | str, records: Sequence[Any] | None, 
             return None
         raise LevelError(f"the level {level.name!r} asks for metrics: it needs records to calibrate on")
     key = (records_hash(records), repr(level), int(seed), float(tol), str(dataset_root))
-    if key not in _CACHE:
-        _CACHE[key] = calibrate_level(level, records, seed, tol, dataset_root=dataset_root)
-    return _CACHE[key]
+    if key in _CACHE:
+        return _CACHE[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"calibration_{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.json"
+        cached = _load_cached(path, level) if path.is_file() else None
+        if cached is not None:
+            _CACHE[key] = cached
+            return cached
+    report = calibrate_level(level, records, seed, tol, dataset_root=dataset_root)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d = {**report.to_json(), "multipliers": report.level.multipliers}
+        path.write_text(json.dumps(d, indent=1, default=str))
+    _CACHE[key] = report
+    return report
 
 
 def resolve_level(text: ErrorLevel | str, records: Sequence[Any] | None, seed: int = 0, *,
-                  dataset_root: str | Path | None = None, tol: float = 0.05) -> ErrorLevel:
-    """A level's text (preset or metric request) as an :class:`ErrorLevel` calibrated on ``records``."""
-    report = resolve_level_report(text, records, seed, dataset_root=dataset_root, tol=tol)
+                  dataset_root: str | Path | None = None, tol: float = 0.05,
+                  cache_dir: str | Path | None = None) -> ErrorLevel:
+    """A level's text (preset or metric request) as an :class:`ErrorLevel` calibrated on ``records``
+    (:func:`resolve_level_report`)."""
+    report = resolve_level_report(text, records, seed, dataset_root=dataset_root, tol=tol, cache_dir=cache_dir)
     return parse_level(text) if report is None else report.level
