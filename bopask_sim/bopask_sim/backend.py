@@ -163,6 +163,21 @@ class SimMotionBackend:
         return PlanOutcome(True, f"nothing to execute for {task.value}")
 
     # -- grasp -------------------------------------------------------------------------------------------
+    def grasp_problem(self, T_base_skeleton: NDArray[np.float64]) -> str | None:
+        """None when the arm reaches every pose of the grasp's steps (either of the two equivalent grasps), else
+        why not: the Planner port's optional reachability check that grasp refinement asks of its candidates
+        (:func:`bopask_ros.grasp.refine.refine_grasp`). Nothing moves."""
+        first: IKError | None = None
+        with self.world.lock:
+            for T_try in grasp_alternatives(T_base_skeleton):
+                try:
+                    check_reachable(grasp_steps(T_try, self.safety, lift_distance=self.lift_distance), self.arm,
+                                    self._to_world)
+                    return None
+                except IKError as e:
+                    first = first or e
+        return f"ik_failure: {first}"
+
     def grasp(self, T_base_skeleton: NDArray[np.float64], *, execute: bool = True,
               cancel: Callable[[], bool] | None = None) -> PlanOutcome:
         """Grasp at an M2T2 skeleton pose in the base frame (the pipeline's ``grasp_pose_base``)."""
