@@ -105,8 +105,12 @@ def test_demo_appends_a_closed_loop_section(tmp_path):
 
     (tmp_path / "report.md").write_text("# BOP-ASK demo: rosbag replay\n\nreplay table\n")
     for _ in range(2):  # a re-run replaces the section instead of adding another
-        m = run_closed_loop_demo(tmp_path, episodes=1, noise_levels=(0.0,), scenes=1, progress=False)
+        m = run_closed_loop_demo(tmp_path, episodes=1, scenes=1, progress=False)
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# BOP-ASK demo: rosbag replay") and "replay table" in text
     assert text.count(SECTION) == 1 and "| grasp |" in text and "closed_loop/strip.png" in text
-    assert (tmp_path / "closed_loop" / "strip.png").is_file() and m["by_task"]["grasp"]["0"]["n"] == 1
+    assert "closed_loop/success_vs_nce.png" in text and (tmp_path / "closed_loop" / "success_vs_nce.png").is_file()
+    assert "Scene seeds 1000" in text and "disjoint" in text
+    assert (tmp_path / "closed_loop" / "strip.png").is_file()
+    assert m["answer_error"] == ["oracle", "nvila15b-sft"] and "nvila15b-sft" in text
+    assert all(m["by_task"]["grasp"][c]["n"] == 1 for c in m["conditions"])

@@ -31,20 +31,22 @@ def _ep(task: str, ok: bool, level: str = "oracle", **metric: float) -> Episode:
 def test_success_is_binned_by_the_answers_metric_per_level():
     eps = [_ep("grasp", True, nce=0.02), _ep("grasp", True, nce=0.05), _ep("grasp", False, nce=0.07),
            _ep("grasp", False, "nvila15b-sft", nce=1.3), _ep("grasp", True, "nvila15b-sft", nce=0.3),
+           _ep("grasp", False, "nvila15b-sft", nce=6.7),
            _ep("trajectory", True, end_px=3.0, end_m=0.004), _ep("trajectory", False, end_px=50.0, end_m=0.08)]
     labels = [condition_label(lev, 0.0, 2, 1) for lev in ("oracle", "nvila15b-sft")]
     assert labels == ["oracle", "nvila15b-sft"]
     s = summarize(eps, labels)
     g = s["by_task"]["grasp"]
     assert g["oracle"]["n"] == 3 and g["oracle"]["success"] == pytest.approx(2 / 3)
-    assert g["oracle"]["nce_mean"] == pytest.approx(0.14 / 3) and g["nvila15b-sft"]["nce_mean"] == pytest.approx(0.8)
+    assert g["oracle"]["nce_mean"] == pytest.approx(0.14 / 3) and g["nvila15b-sft"]["nce_mean"] == pytest.approx(2.766667)
     bins = {(b["lo"], b["hi"]): b for b in s["by_metric"]["grasp"]["bins"]["nvila15b-sft"]}
     assert bins[(1.0, 1.5)]["n"] == 1 and bins[(1.0, 1.5)]["success"] == 0.0
     assert bins[(0.25, 0.5)]["success"] == 1.0 and bins[(0.0, 0.1)]["n"] == 0
+    assert bins[(2.5, float("inf"))]["n"] == 1  # beyond the plot's 2.5, up to the cap: still counted
     t = s["by_task"]["trajectory"]["oracle"]
     assert t["end_px_median"] == pytest.approx(26.5) and t["end_m_median"] == pytest.approx(0.042)
     table = table_markdown(s, labels)
-    assert "| grasp | 67 % (3) | 50 % (2) |" in table and "grasp NCE" in table and "end-point error (px)" in table
+    assert "| grasp | 67 % (3) | 33 % (3) |" in table and "grasp NCE" in table and "end-point error (px)" in table
 
 
 def test_a_grasp_only_run_has_no_trajectory_row(tmp_path):
@@ -87,4 +89,7 @@ def test_the_command_line_takes_levels_calibration_and_executors():
             cli.parser().parse_args(["--out", "x", *bad])
     with pytest.raises(argparse.ArgumentTypeError):
         cli._calib("a,b")
+    assert cli._levels("oracle,nvila15b-sft,grasp_nce=1.4") == ["oracle", "nvila15b-sft", "grasp_nce=1.4"]
+    with pytest.raises(argparse.ArgumentTypeError, match="no-such-model"):
+        cli._levels("oracle,no-such-model")
     assert cli.main(["--out", "x", "--tasks", ""]) == 2

@@ -15,8 +15,10 @@ import pytest
 from bopask_sim.evaluate import sim_eval
 from bopask_vlm.clients import OracleClient
 
-#: 5 grasps need two scenes (at most 4 per scene): the run tops up after its one planned scene
-RUN = dict(episodes=5, tasks=("grasp",), scenes=1, direct=False, snapshots=0, log=None)
+#: 5 grasps need two scenes (at most 4 per scene): the run tops up after its one planned scene; the answers of
+#: the answer-error model (its calibrated level travels to the workers)
+RUN = dict(episodes=5, tasks=("grasp",), scenes=1, direct=False, snapshots=0, log=None,
+           answer_error=("nvila15b-sft",))
 
 
 def _episodes(out) -> list[dict]:
@@ -40,7 +42,7 @@ def test_the_progress_bar_counts_the_scenes_the_summary_names(inline_run):
     assert bars, "the scene bar was drawn"
     done, total = map(int, bars[-1])
     assert len(m["scenes"]) == 2 and done == total == 2  # was 1/1 with two scenes built
-    assert m["by_task"]["grasp"]["0"]["n"] == 5 and set(m["scenes_by_task"]["grasp"]) == set(m["scenes"])
+    assert m["by_task"]["grasp"]["nvila15b-sft"]["n"] == 5 and set(m["scenes_by_task"]["grasp"]) == set(m["scenes"])
 
 
 def test_a_process_pool_gives_the_same_episodes(tmp_path, inline_run):
@@ -68,11 +70,15 @@ def test_a_local_ray_cluster_gives_the_same_episodes(tmp_path, inline_run):
         c.wait_for_nodes()
         try:
             ray.init(address=c.address, log_to_driver=False)
-            # one scene (Ray's start-up is the cost): the inline run's first episode
-            m = sim_eval(OracleClient(), out_dir=tmp_path, executor="ray", progress=False, **{**RUN, "episodes": 1})
+            # the same two scenes built, one per node (the level is calibrated on their records); two grasps
+            m = sim_eval(OracleClient(), out_dir=tmp_path, executor="ray", progress=False,
+                         **{**RUN, "episodes": 2, "scenes": 2})
         finally:
             if ray.is_initialized():
                 ray.shutdown()
             c.shutdown()
-    assert m["executor"] == "ray" and m["scenes"] == m_ref["scenes"][:1] and not m["errors"]
-    assert _episodes(tmp_path) == eps_ref[:1]
+    assert m["executor"] == "ray" and m["scenes"] == m_ref["scenes"] and not m["errors"]
+    assert m["levels"] == m_ref["levels"]
+    got = _episodes(tmp_path)
+    ref = {e["record_id"]: e for e in eps_ref}
+    assert len(got) == 2 and all(e == ref[e["record_id"]] for e in got)  # each the same as the inline run's

@@ -295,6 +295,18 @@ def perceive_hold(prep: PreparedScene, backend: SimMotionBackend, support_plane:
                                                    table_height=backend.safety.table_height)
 
 
+def _ask_only(client: Any, frame: Any, record: Any) -> Any:
+    """The client's answer to a record's question on the frame, without the pipeline (None when it fails)."""
+    from bopask_vlm.clients import VLMRequest
+
+    try:
+        return client.ask(VLMRequest(task=Task(record.task), image=frame.rgb,
+                                     objects=[o.description for o in record.objects], question=record.question,
+                                     record=record)).answer
+    except Exception:  # an invalid answer scores worst
+        return None
+
+
 def _direct_setup(prep: PreparedScene, backend: SimMotionBackend, a: int, grec: Any) -> Any:
     """Direct mode (the datagen's targets executed): its grasps of A, best first, until one holds A; the hold is
     the datagen's too (ground truth by design: this measures the datagen's targets, not the robot)."""
@@ -338,7 +350,8 @@ def trajectory_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline:
         frame = prep.frame.pipeline_frame()
         gres = pipeline.run(frame, _goal(grec))
         metric["grasp_nce"] = score_episode_answer(prep, grec, gres.answer).get("nce", float("nan"))
-        if backend.held != a:
+        if backend.held != a:  # the path is still asked and scored (nothing moves): its metric, not its outcome
+            metric.update(score_episode_answer(prep, record, _ask_only(pipeline.client, frame, record)))
             return fail(Reason.GRASP_FAILED, f"the model's grasp of A: {gres.reason}")
         perceive_hold(prep, backend, gres.support_plane_base)
     res = None
@@ -383,26 +396,28 @@ def make_eval_client(kind: str, endpoint: str | None = None, model: str | None =
     raise ValueError(f"unknown client {kind!r} (oracle, openai, transformers)")
 
 
-def resolve_answer_error(text: str, records: Sequence[Any], seed: int = 0) -> Any:
-    """The answer-error level a LEVEL text names (a preset or a metric request, calibrated on ``records``);
-    None for ``oracle`` (no error). Raises ValueError for an unknown level."""
+def resolve_answer_error(text: str, records: Sequence[Any], seed: int = 0) -> tuple[Any, Any]:
+    """The answer-error level a LEVEL text names (a preset or a metric request) calibrated on ``records``, and
+    its calibration report (requested and achieved metrics; None when nothing was calibrated); ``(None, None)``
+    for ``oracle`` (no error). Raises ValueError (``LevelError``) for an unknown level."""
     if text.strip() == ORACLE:
-        return None
-    from bopask_vlm.clients import answer_error
+        return None, None
+    from bopask_vlm.clients.answer_error import parse_level, resolve_level_report
 
-    return answer_error.resolve_level(text, list(records), seed)
+    report = resolve_level_report(text, list(records), seed)
+    return (parse_level(text) if report is None else report.level), report
 
 
-def _wrap_answer_error(client: Any, level: Any, seed: int) -> Any:
+def _wrap_answer_error(client: Any, level: Any, seed: int, records: Sequence[Any]) -> Any:
     if level is None:
         return client
     from bopask_vlm.clients.answer_error import AnswerErrorClient
 
-    return AnswerErrorClient(client, level, seed)
+    return AnswerErrorClient(client, level, seed, records=records)
 
 
 #: bins of the per-episode answer metric for the success-by-metric tables and plots
-NCE_BINS = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
+NCE_BINS = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, math.inf)  # the last: 2.5 up to the cap (no answer)
 END_PX_BINS = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, math.inf)
 
 
@@ -574,16 +589,19 @@ def plot_success_by_metric(summary: dict[str, Any], task: str, path: Path) -> Pa
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     for lab, bins in bm["bins"].items():
-        pts = [((b["lo"] + (b["hi"] if math.isfinite(b["hi"]) else 2 * b["lo"])) / 2, b["success"] * 100, b["n"])
-               for b in bins if b["n"]]
+        over = 2.65 if bm["metric"] == "nce" else None  # NCE beyond 2.5 drawn at the right edge
+        pts = [((b["lo"] + b["hi"]) / 2 if math.isfinite(b["hi"]) else (over or 1.5 * b["lo"]), b["success"] * 100,
+                b["n"]) for b in bins if b["n"]]
         if pts:
             xs, ys, ns = zip(*pts)
             line = ax.plot(xs, ys, "-", alpha=0.6)[0]
             ax.scatter(xs, ys, s=[12 + 6 * n for n in ns], color=line.get_color(),
                        label=f"noise {lab} px" if _is_number(lab) else lab)
     if bm["metric"] == "nce":
-        ax.set_xlim(0, 2.5)
-        ax.set_xlabel("grasp NCE of the episode's answer (binned)")
+        ax.set_xlim(0, 2.8)
+        ax.axvline(2.5, color="0.6", lw=0.8, ls=":")
+        ax.set_xticks([0, 0.5, 1.0, 1.5, 2.0, 2.5, 2.65], ["0", "0.5", "1", "1.5", "2", "2.5", ">"])
+        ax.set_xlabel("grasp NCE of the episode's answer (binned; >: beyond 2.5)")
         ax.set_title("grasp: lifted vs answer quality")
     else:
         ax.set_xscale("symlog", linthresh=10)
@@ -686,11 +704,12 @@ def prepare_scene_job(seed: int, settings: SceneSettings) -> _Stub:
 
 
 def scene_episodes_job(seed: int, settings: SceneSettings, records: list[Any], items: list[tuple[str, int, str, bool]],
-                       conditions: list[tuple[str, Any, float]], direct: bool, client: Any
+                       conditions: list[tuple[str, Any, float]], direct: bool, client: Any, answer_seed: int = 0
                        ) -> list[tuple[tuple[int, int, int], Episode]]:
     """Executor task: rebuild scene ``seed`` (deterministic) and run its episodes: ``items`` (task, index in the
     task's sample, record id, snapshot) under each condition (level name, resolved level, noise px), then the
-    direct executions. Returns ``(sort key, episode)`` pairs."""
+    direct executions; ``answer_seed``: the answer-error model's (the one it was calibrated with). Returns
+    ``(sort key, episode)`` pairs."""
     prep = settings.prepare(seed, records)
     by_id = {r.id: r for r in records}
     backend = SimMotionBackend(prep.world)
@@ -700,7 +719,7 @@ def scene_episodes_job(seed: int, settings: SceneSettings, records: list[Any], i
             for task, k, rid, shot in items:
                 tcode = 1 if task == "grasp" else 2
                 rng = np.random.default_rng([int(seed), k, int(round(sigma * 1000)), tcode])
-                c = NoisyClient(_wrap_answer_error(client, level, int(seed)), sigma, rng)
+                c = NoisyClient(_wrap_answer_error(client, level, answer_seed, records), sigma, rng)
                 run = grasp_episode if task == "grasp" else trajectory_episode
                 e = run(prep, backend, make_pipeline(prep, c, backend), by_id[rid], sigma,
                         snapshot=shot and ci == 0, level=name)
@@ -734,7 +753,7 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
              progress: bool = True, use_real_mesh: bool = True, log: Callable[[str], None] | None = print,
              answer_error: Sequence[str] = (ORACLE,), calib_error: tuple[float, float] = CALIB_ERROR,
              executor: str | Any = "inline", workers: int = 1, address: str | None = None,
-             scene_family: str = "primitives", viewpoint: str | None = None) -> dict[str, Any]:
+             scene_family: str = "primitives", viewpoint: str | None = None, answer_seed: int = 0) -> dict[str, Any]:
     """Run the evaluation; writes ``metrics.json``, ``episodes.jsonl``, ``success_vs_noise.png``,
     ``success_vs_nce.png``, ``success_vs_endpoint.png`` and ``strip.png`` under ``out_dir`` and returns the
     metrics. ``episodes``: per task and condition (answer-error level x noise level); ``scenes``: how many
@@ -743,7 +762,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     (``oracle``, a preset, a metric request), calibrated on the scenes' records; ``calib_error``: (m, deg) of the
     pipeline's extrinsic error per scene; ``executor``: ``inline``, ``process`` (``workers``), ``ray``
     (``address``) or an :class:`~bopask_vlm.datagen.executors.Executor`; ``scene_family``, ``viewpoint``: the
-    scenes' (:class:`bopask_sim.world.SimWorld`)."""
+    scenes' (:class:`bopask_sim.world.SimWorld`); ``answer_seed``: the answer-error model's draws (calibration
+    and episodes alike)."""
     from tqdm import tqdm
 
     from bopask_vlm.clients import OracleClient
@@ -792,8 +812,9 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
         # each task from the fewest scenes that hold its episodes: scenes added for one task leave the others' sample
         jobs = {t: _select_from_prefix(ordered, t, n, per[t]) for t, n in need.items() if n}  # type: ignore[arg-type]
         used = sorted({s.seed for items in jobs.values() for s, _ in items})
-        pool = [r for s in ordered if s.seed in used for r in s.records]
-        levels = [(name, resolve_answer_error(name, pool, first_seed)) for name in level_names]
+        pool = [r for s in ordered for r in s.records]  # the level is calibrated on every record the run made
+        resolved = {name: resolve_answer_error(name, pool, answer_seed) for name in level_names}
+        levels = [(name, resolved[name][0]) for name in level_names]
         conditions = [(name, lev, float(sigma)) for name, lev in levels for sigma in noise_levels]
         items_of: dict[int, list[tuple[str, int, str, bool]]] = {s: [] for s in used}
         shots = 0
@@ -806,7 +827,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
         total = sum(len(v) for v in items_of.values()) * (len(conditions) + (1 if direct else 0))
         bar = tqdm(total=total, desc="sim episodes", unit="ep", disable=not progress)
         for s in used:
-            ex.submit(s, scene_episodes_job, s, settings, stubs[s].records, items_of[s], conditions, direct, client)
+            ex.submit(s, scene_episodes_job, s, settings, stubs[s].records, items_of[s], conditions, direct, client,
+                      answer_seed)
         keyed: list[tuple[tuple[int, int, int], Episode]] = []
         while ex.pending():
             key, got, err = ex.wait()
@@ -827,7 +849,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     overlap = sorted(set(stubs) & set(TUNING_SEEDS))
     metrics = {"client": getattr(client, "model", type(client).__name__), "episodes_per_level": episodes,
                "noise_levels": list(noise_levels), "answer_error": level_names,
-               "levels": {name: _level_info(lev) for name, lev in levels},
+               "levels": {name: _level_info(lev, resolved[name][1]) for name, lev in levels},
+               "answer_seed": answer_seed,
                "conditions": labels, "calib_error": {"m": settings.calib_error[0], "deg": settings.calib_error[1]},
                "scene_family": scene_family, "viewpoint": viewpoint or "front",
                "scenes": sorted(stubs), "scenes_by_task": {t.value: sorted({s.seed for s, _ in items})
@@ -840,7 +863,10 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     with open(out / "episodes.jsonl", "w") as f:
         for e in eps:
             f.write(json.dumps(e.to_dict(), default=float) + "\n")
-    metrics["table"] = table_markdown(summary, labels) + "\n\n" + seeds_line(metrics)
+    calib = [r.table().rstrip() for _, (_, r) in resolved.items() if r is not None]
+    metrics["table"] = table_markdown(summary, labels) + "\n\n" + seeds_line(metrics) + (
+        "\n\nAnswer-error levels calibrated on the run's records (every grasp and trajectory question of the "
+        "scenes it built):\n\n" + "\n\n".join(calib) if calib else "")
     plot, xlim = plot_success(summary, noise_levels, out / "success_vs_noise.png", [n for n, _ in levels])
     metrics["plot"], metrics["plot_noise_xlim"] = str(plot), list(xlim)
     metrics["plots"] = {t: str(p) for t, p in (("grasp", plot_success_by_metric(summary, "grasp", out / "success_vs_nce.png")),
@@ -854,21 +880,14 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     return metrics
 
 
-def _level_info(level: Any) -> Any:
-    """A resolved level as plain data for metrics.json (its own ``to_dict`` when it has one)."""
+def _level_info(level: Any, report: Any) -> Any:
+    """A resolved level as plain data for metrics.json: its calibration report (requested and achieved metrics on
+    the run's records, the components) or, uncalibrated, its components."""
     if level is None:
         return None
-    for attr in ("to_dict", "as_dict"):
-        if callable(getattr(level, attr, None)):
-            return getattr(level, attr)()
-    try:
-        from dataclasses import asdict, is_dataclass
-
-        if is_dataclass(level):
-            return asdict(level)
-    except TypeError:
-        pass
-    return repr(level)
+    if report is not None:
+        return report.to_json()
+    return level.to_json() if callable(getattr(level, "to_json", None)) else repr(level)
 
 
 def seeds_line(metrics: dict[str, Any]) -> str:
