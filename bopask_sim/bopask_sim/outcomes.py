@@ -8,6 +8,8 @@
   collision, not dropped on the way; released within 3 cm of it but ending farther is "toppled" (the placement
   itself is unstable, e.g. on a ball), released farther is "misplaced".
 Every failure carries one :class:`Reason`; the first that applies, in the order the episode ran, wins.
+The thresholds below define success (set once from the task's meaning, not fitted to any scene); the constants
+that were tuned on simulated scenes name their seeds (:data:`bopask_sim.evaluate.TUNING_SEEDS`).
 """
 
 from __future__ import annotations
