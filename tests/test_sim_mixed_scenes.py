@@ -115,6 +115,13 @@ def test_mixed_depth_is_d435_and_ground_truth_stays_clean(mixed):
     assert holes[near_obj].mean() > 5 * holes[seen & ~near_obj].mean()
     err = (f.depth_m - f.depth_ideal_m)[seen & ~np.isnan(f.depth_m) & ~near_obj]
     assert 0.0005 < np.median(np.abs(err)) < 0.01
+    # the datagen's world frame (its table plane fit of the exported depth) is the same from the noisy depth
+    from bopask_vlm.datagen.world_frame import fit_world_frame
+
+    _, noisy = fit_world_frame(np.nan_to_num(f.depth_m), w.camera, seed=0)
+    _, ideal = fit_world_frame(f.depth_ideal_m, w.camera, seed=0)
+    assert np.degrees(np.arccos(min(1.0, abs(float(np.dot(noisy.normal, ideal.normal)))))) < 0.05
+    assert abs(abs(noisy.offset) - abs(ideal.offset)) < 5e-4
 
 
 def test_oblique_viewpoint_sees_the_objects(mixed):
@@ -137,6 +144,10 @@ def test_oblique_viewpoint_sees_the_objects(mixed):
         SimWorld(0, 1, viewpoint="top")
     with pytest.raises(SceneError, match="scene_family"):
         SimWorld(0, 1, scene_family="ycb")
+    with pytest.raises(SceneError, match="could not place"):
+        SimWorld(301, 5)  # the primitives family: 2 cm circles, no room on this seed
+    with pytest.raises(SceneError, match="could not place"):
+        SimWorld(0, 8, scene_family="mixed", clutter=Clutter(min_gap=0.2, near_gap=0.2))
 
 
 def test_bop_export_and_datagen_make_records_for_the_new_meshes(mixed, tmp_path):

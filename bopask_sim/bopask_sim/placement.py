@@ -81,24 +81,29 @@ def _pose(R: NDArray[np.float64], mesh: Any, xy: NDArray[np.float64]) -> NDArray
     return make_transform(R, np.array([xy[0] - c[0], xy[1] - c[1], -v[:, 2].min()]))
 
 
-def _slide_to_gap(R: NDArray[np.float64], mesh: Any, other: Any, centre: NDArray[np.float64],
-                  direction: NDArray[np.float64], gap: float) -> NDArray[np.float64]:
-    """Pose along the ray from ``centre`` in ``direction`` whose footprint is ``gap`` from ``other`` (bisection)."""
+def _slide_to_gap(local: Any, other: Any, centre: NDArray[np.float64], direction: NDArray[np.float64],
+                  gap: float) -> NDArray[np.float64]:
+    """Footprint centre along the ray from ``centre`` in ``direction`` where the footprint ``local`` (centred on
+    the origin) is ``gap`` from ``other`` (bisection to 0.1 mm)."""
+    from shapely.affinity import translate
+
     lo, hi = 0.0, 0.5
-    for _ in range(30):
+    while hi - lo > 1e-4:
         mid = (lo + hi) / 2
-        d = footprint(mesh, _pose(R, mesh, centre + mid * direction)).distance(other)
-        if d < gap:
+        xy = centre + mid * direction
+        if translate(local, xy[0], xy[1]).distance(other) < gap:
             lo = mid
         else:
             hi = mid
-    return _pose(R, mesh, centre + hi * direction)
+    return centre + hi * direction
 
 
 def place(objs: list[SimObject], meshes: dict[int, Any], rng: np.random.Generator, area: float,
           clutter: Clutter, tries: int = 400) -> tuple[list[NDArray[np.float64]], list[tuple[int, int]]]:
     """World poses of the objects resting on z = 0 inside the ``area`` x ``area`` square around the origin, and the
     pairs placed touching. Every other pair's footprints are at least ``clutter.min_gap`` apart."""
+    from shapely.affinity import translate
+
     poses: list[NDArray[np.float64]] = []
     prints: list[Any] = []
     touching: list[tuple[int, int]] = []
@@ -107,19 +112,21 @@ def place(objs: list[SimObject], meshes: dict[int, Any], rng: np.random.Generato
         mesh = meshes[obj.obj_id]
         for _ in range(tries):
             R = resting_rotation(obj, rng, clutter.p_lying)
+            local = footprint(mesh, _pose(R, mesh, np.zeros(2)))  # footprint centred on the origin
             u = rng.random()
             mode = "free" if not prints else "touch" if u < clutter.p_touch else \
                 "near" if u < clutter.p_touch + clutter.p_near else "free"
             if mode == "free":
-                T = _pose(R, mesh, rng.uniform(-half, half, size=2))
+                xy = rng.uniform(-half, half, size=2)
                 j, gap = -1, clutter.min_gap
             else:
                 j = int(rng.integers(len(prints)))
                 gap = TOUCH_GAP if mode == "touch" else float(rng.uniform(clutter.min_gap, clutter.near_gap))
                 a = float(rng.uniform(-np.pi, np.pi))
                 c = np.asarray(prints[j].centroid.coords[0])
-                T = _slide_to_gap(R, mesh, prints[j], c, np.array([math.cos(a), math.sin(a)]), gap)
-            fp = footprint(mesh, T)
+                xy = _slide_to_gap(local, prints[j], c, np.array([math.cos(a), math.sin(a)]), gap)
+            T = _pose(R, mesh, xy)
+            fp = translate(local, xy[0], xy[1])
             lo_x, lo_y, hi_x, hi_y = fp.bounds
             if lo_x < -half or lo_y < -half or hi_x > half or hi_y > half:
                 continue

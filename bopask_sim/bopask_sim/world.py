@@ -166,10 +166,14 @@ class SimWorld:
                                 useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=cid)
         self.rng = np.random.default_rng([self.seed, 104729])
         self.instances: list[Instance] = []
-        if scene_family == "primitives":
-            self._build_objects(num_objects, use_real_mesh, pybullet_models)
-        else:
-            self._build_mixed(num_objects, use_real_mesh, clutter or Clutter())
+        try:
+            if scene_family == "primitives":
+                self._build_objects(num_objects, use_real_mesh, pybullet_models)
+            else:
+                self._build_mixed(num_objects, use_real_mesh, clutter or Clutter())
+        except BaseException:  # no physics client left behind by a scene that cannot be built
+            p.disconnect(physicsClientId=cid)
+            raise
         self.panda = Panda(self)
         self.panda.reset_home()
         self.settle(settle_s)
@@ -179,14 +183,16 @@ class SimWorld:
 
     # -- building ----------------------------------------------------------------------------------------
     def _build_objects(self, n: int, use_real_mesh: bool, pybullet_models: bool) -> None:
-
         from bopask_vlm.datagen import synthetic
 
         cat = catalogue(use_real_mesh, pybullet_models)
         picks = [cat[int(i)] for i in self.rng.choice(len(cat), size=n, replace=False)]
         meshes = {o.obj_id: object_mesh(o) for o in picks}
         # the synthetic scenes' placement: stable faces, random yaw, footprints apart (their code, our seed)
-        poses = synthetic.place_objects([o.entry for o in picks], meshes, self.rng, area=OBJECT_AREA, gap=0.02)
+        try:
+            poses = synthetic.place_objects([o.entry for o in picks], meshes, self.rng, area=OBJECT_AREA, gap=0.02)
+        except synthetic.SyntheticSceneError as e:  # e.g. seed 301 with 5 objects: no room with 2 cm circles
+            raise SceneError(str(e)) from e
         self._add_bodies(picks, meshes, poses)
 
     def _build_mixed(self, n: int, use_real_mesh: bool, clutter: Clutter) -> None:
