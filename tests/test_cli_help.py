@@ -1,4 +1,4 @@
-"""Every command's and benchmark's --help exits 0 and shows the defaults (issue 24, item 5)."""
+"""Every command's and benchmark's --help exits 0 and shows the defaults (issue 24, item 5); what datagen prints."""
 
 from __future__ import annotations
 
@@ -68,3 +68,20 @@ def test_bopask_help_gives_plugins_a_line(capsys):
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.startswith("  ")}
     for name in ("sim-eval", "replay", "goal"):
         assert name in lines and "(plugin:" not in lines[name] and len(lines[name].split()) >= 4, lines.get(name)
+
+
+def test_datagen_summary_only_without_quiet(tmp_path, capsys):
+    """Item 8: --quiet prints nothing on stdout; without it, the JSON summary and where the shards are."""
+    import json
+
+    from bopask_vlm.cli import main
+
+    assert main(["synth", str(tmp_path / "s"), "--frames", "1", "--width", "160", "--height", "120",
+                 "--objects", "2", "--no-real-mesh"]) == 0
+    capsys.readouterr()
+    assert main(["datagen", str(tmp_path / "s"), str(tmp_path / "q"), "--quiet", "--tasks", "pose,depth"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["datagen", str(tmp_path / "s"), str(tmp_path / "v"), "--tasks", "pose,depth"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[0])["records_run"] > 0
+    assert lines[1] == f"shards: {(tmp_path / 'v').resolve() / 'shards'}"
