@@ -103,3 +103,93 @@ def test_image_reaches_the_model(server):
         img = (np.random.default_rng(seed).random((240, 320, 3)) * 255).astype(np.uint8)
         answers.add(client.ask(VLMRequest(Task.TRAJECTORY, img, ["the mug", "the box"])).raw_text)
     assert len(answers) > 1
+
+
+# ----------------------------------------------------------------------------------------------- contract
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny model trained here (pose and spatial answers in resized_pixels, text form), exported with
+    its contract, and served by vLLM CPU as `bopask serve` would serve it."""
+    import httpx
+    from _train_helpers import generated_dataset, shared_tiny_model
+
+    from bopask_vlm.train.config import config_from_dict
+    from bopask_vlm.train.trainer import train
+
+    base = tmp_path_factory.mktemp("trained")
+    data = generated_dataset(base / "data", seed=0)
+    cfg = config_from_dict({
+        "model": {"path": str(shared_tiny_model()), "dtype": "float32", "coord_convention": "resized_pixels"},
+        "data": {"train": [str(data)], "task_weights": {"pose": 2.0, "spatial": 1.0}, "max_length": 1024},
+        "lora": {"enabled": False},
+        "optim": {"learning_rate": 1e-2, "per_device_batch_size": 4, "gradient_accumulation_steps": 1,
+                  "max_steps": 40, "bf16": False, "gradient_checkpointing": False, "warmup_ratio": 0.0,
+                  "lr_scheduler": "constant"},
+        "run": {"output_dir": str(base / "run"), "logging_steps": 10, "save_steps": 1000, "eval_steps": None,
+                "report_to": [], "progress": False},
+    })
+    model_dir = train(cfg).model_dir
+    port = _free_port()
+    cmd = build_command(model_dir, python=str(VLLM_PY), port=port, max_model_len=1024, dtype="float32", cpu=True)
+    log = (base / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        else:
+            raise RuntimeError(f"vLLM did not come up in 300 s; see {log.name}")
+        yield f"{url}/v1", model_dir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_served_and_local_answers_agree_in_original_pixels(trained):
+    """The trained checkpoint served by vLLM (asked through the OpenAI client, its convention, text grammar and
+    resize from the contract read off the served model) and run in-process (transformers client) gives the
+    same greedy answers, in original-image pixels, on 640x480 and 1920x1080 images."""
+    import cv2
+
+    from bopask_vlm.answers import CoordConvention, from_model, parse_answer_text
+    from bopask_vlm.clients import make_client
+    from bopask_vlm.contract import read_contract
+
+    base_url, model_dir = trained
+    contract = read_contract(model_dir)
+    served = make_client({"type": "openai", "base_url": base_url, "model": model_dir.name, "contract": "served",
+                          "timeout_s": 120, "retries": 0, "max_tokens": 200, "jpeg_quality": 100})
+    local = make_client({"type": "transformers", "model_dir": str(model_dir), "max_new_tokens": 200})
+    assert served.convention is local.convention is CoordConvention.RESIZED_PIXELS
+    assert served.structured == "text_grammar" and served.resize == local.resize == contract.resize
+    src = cv2.imread(str(next((model_dir.parents[1] / "data").rglob("*.png"))))[:, :, ::-1]
+    for w, h in ((640, 480), (1920, 1080)):
+        img = np.ascontiguousarray(cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR))
+        for task, objects in ((Task.POSE, ["the red mug"]), (Task.SPATIAL, ["the mug", "the box"])):
+            req = VLMRequest(task, img, objects, relation="left of")
+            a, b = served.ask(req), local.ask(req)
+            assert a.raw_text == b.raw_text, (w, h, task, a.raw_text, b.raw_text)
+            if isinstance(a.answer, YesNoAnswer):
+                assert a.answer.value == b.answer.value
+                continue
+            np.testing.assert_array_equal(a.answer.points, b.answer.points)
+            # in original pixels: the model's resized-input coordinates scaled back by the contract's resize
+            raw = parse_answer_text(task, a.raw_text)
+            expect = from_model(raw, "resized_pixels", w, h, contract.resize).points
+            np.testing.assert_allclose(a.answer.points, expect)
+            rw, rh = contract.resize.resized_size(w, h)
+            assert (rw, rh) != (w, h)  # the conversion is not the identity at either size

@@ -113,11 +113,20 @@ def test_llm_rephrasing_keeps_the_format_instruction():
     srv = HTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        from bopask_vlm.datagen.qa import openai_rephraser
+        import random
+
+        import numpy as np
+
+        from bopask_vlm.answers.types import PoseAnswer, Task
+        from bopask_vlm.datagen.qa import QuestionMaker, openai_rephraser
+        from bopask_vlm.prompts import format_instruction, make_question
 
         r = openai_rephraser(f"http://127.0.0.1:{srv.server_port}/v1", "m")
-        assert r("Where is the red box?\n\nAnswer as [(x, y)].") == \
-            "Could you tell me where the red box is?\n\nAnswer as [(x, y)]."
-        assert seen == ["Where is the red box?"]
+        template = make_question(Task.POSE, ["the red box"], rng=random.Random(5))
+        maker = QuestionMaker(random.Random(5), rephrase=r)
+        q, _, _ = maker(Task.POSE, ["the red box"], PoseAnswer(np.zeros((8, 2))))
+        # the rephrasing model sees the question proper only, and the record keeps the instruction verbatim
+        assert seen == [template[: -len(format_instruction(Task.POSE))].rstrip()]
+        assert q == "Could you tell me where the red box is? " + format_instruction(Task.POSE)
     finally:
         srv.shutdown()

@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from bopask_vlm.answers.coords import CoordConvention
 from bopask_vlm.answers.types import Task
 
+#: Version of the question templates and format instructions below, recorded in a trained model's answer
+#: contract (:mod:`bopask_vlm.contract`); raise it when a change alters what a trained model is asked.
+PROMPT_VERSION = 1
+
 TEMPLATES: dict[Task, tuple[str, ...]] = {
     Task.POSE: (
         "What are the eight (x, y) image coordinates of the cuboid corners for {a}?",
@@ -134,3 +138,16 @@ def adapt_instruction(question: str, task: Task | str, convention: CoordConventi
         if question.endswith(old):
             return question[: len(question) - len(old)] + target
     return question
+
+
+def split_instruction(question: str, task: Task | str) -> tuple[str, str]:
+    """(question proper, answer-format instruction) of a question :func:`make_question` built, in any
+    convention; ("question", "") when it carries none of them. ``head + " " + tail`` is the question again.
+
+    Rephrasing rewrites the head only: the instruction is what a trained model relies on verbatim.
+    """
+    for c in CoordConvention:
+        tail = format_instruction(task, c)
+        if question.endswith(tail):
+            return question[: len(question) - len(tail)].rstrip(" "), tail
+    return question, ""

@@ -44,8 +44,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("oracle_records", "", "QA records JSONL the oracle answers from (vlm_client oracle)"),
     ParamSpec("vlm_endpoint", "http://127.0.0.1:8000/v1", "OpenAI-compatible base URL (vLLM)"),
     ParamSpec("vlm_model", "bopask", "model name as served"),
-    ParamSpec("vlm_convention", "pixels", "coordinate convention of the model's answers",
-              ("pixels", "resized_pixels", "normalized_1", "normalized_1000")),
+    ParamSpec("vlm_convention", "", "coordinate convention of the model's answers; empty: the contract's "
+              "(vlm_contract), else pixels. Set with a contract, it must agree or the node does not start",
+              ("", "pixels", "resized_pixels", "normalized_1", "normalized_1000")),
+    ParamSpec("vlm_contract", "", "the model's answer contract (bopask_vlm.contract): the trained model's "
+              "directory or its bopask_model.json, or 'served' (read from the directory the server reports, "
+              "bopask serve on this machine); convention, answer form (the constrained decoding) and resize "
+              "come from it. Empty: a base model, vlm_convention and the JSON schema"),
     ParamSpec("vlm_timeout_s", 30.0, "total deadline of one VLM request, connect to the answer's last byte (s)"),
     ParamSpec("vlm_retries", 2, "retries after a timeout / 5xx / unreachable server"),
     ParamSpec("vlm_total_timeout_s", 0.0, "total deadline of a goal's VLM question, retries and backoff included "
@@ -192,9 +197,10 @@ class NodeParams:
 
     def client_config(self) -> dict[str, Any]:
         """The :func:`bopask_vlm.clients.make_client` config of the node's VLM."""
+        contract = {"contract": self["vlm_contract"]} if self["vlm_contract"] else {}
         if self["vlm_client"] == "oracle":
-            return {"type": "oracle", "convention": self["vlm_convention"]}
-        return {"type": "openai", "base_url": self["vlm_endpoint"], "model": self["vlm_model"],
+            return {"type": "oracle", "convention": self["vlm_convention"], **contract}
+        return {"type": "openai", "base_url": self["vlm_endpoint"], "model": self["vlm_model"], **contract,
                 "convention": self["vlm_convention"], "timeout_s": self["vlm_timeout_s"],
                 "retries": self["vlm_retries"], "api_key_env": self["vlm_api_key_env"],
                 "total_timeout_s": self["vlm_total_timeout_s"] or None,

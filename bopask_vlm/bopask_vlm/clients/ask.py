@@ -11,19 +11,27 @@ from pathlib import Path
 import numpy as np
 
 
-def _load_config(path: str | None, endpoint: str | None, model: str | None) -> dict:
+def _load_config(path: str | None, endpoint: str | None, model: str | None, contract: str | None = None,
+                 convention: str | None = None) -> dict:
     if path:
         text = Path(path).read_text()
         if path.endswith((".yaml", ".yml")):
             import yaml
 
-            return dict(yaml.safe_load(text))
-        return dict(json.loads(text))
-    if endpoint:
-        return {"type": "openai", "base_url": endpoint, "model": model or "default"}
-    if model:
-        return {"type": "transformers", "model_dir": model}
-    raise ValueError("give --config, --endpoint or --model")
+            cfg = dict(yaml.safe_load(text))
+        else:
+            cfg = dict(json.loads(text))
+    elif endpoint:
+        cfg = {"type": "openai", "base_url": endpoint, "model": model or "default"}
+    elif model:
+        cfg = {"type": "transformers", "model_dir": model}
+    else:
+        raise ValueError("give --config, --endpoint or --model")
+    if contract:
+        cfg["contract"] = contract
+    if convention:
+        cfg["convention"] = convention
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="client config (YAML/JSON)")
     p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL (vLLM)")
     p.add_argument("--model", default=None, help="served model name, or a model directory for transformers")
+    p.add_argument("--contract", default=None,
+                   help="the model's answer contract: a trained model directory, its bopask_model.json, or 'served' "
+                        "(read from the server's model directory); convention and answer form come from it")
+    p.add_argument("--convention", default=None,
+                   help="coordinate convention of a model without a contract (with one, it must agree)")
     p.add_argument("--overlay", default=None, help="write the answer drawn on the image to this file")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
 
@@ -58,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bopask ask: bad goal: {e}", file=sys.stderr)
         return 2
     try:
-        client = make_client(_load_config(args.config, args.endpoint, args.model))
+        client = make_client(_load_config(args.config, args.endpoint, args.model, args.contract, args.convention))
         resp = client.ask(VLMRequest(fields.task, rgb, list(fields.objects), relation=fields.relation))
     except (VLMError, ValueError) as e:
         print(f"bopask ask: {type(e).__name__}: {e}", file=sys.stderr)

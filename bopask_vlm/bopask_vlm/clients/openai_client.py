@@ -31,6 +31,16 @@ from bopask_vlm.clients.deadline import (
 )
 
 
+def encode_png_data_url(image_rgb: np.ndarray) -> str:
+    """``data:image/png;base64,...`` of an HxWx3 uint8 RGB image (lossless: the pixels a local model gets)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image_rgb[:, :, ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
 def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
     """``data:image/jpeg;base64,...`` of an HxWx3 uint8 RGB image."""
     import cv2
@@ -43,7 +53,10 @@ def encode_jpeg_data_url(image_rgb: np.ndarray, quality: int = 90) -> str:
 
 
 class OpenAICompatibleClient(VLMClient):
-    """Client of an OpenAI-compatible server. ``structured``: "json_schema" (default) or "none"."""
+    """Client of an OpenAI-compatible server. ``structured``: "json_schema" (default), "text_grammar" (vLLM
+    ``structured_outputs.regex`` of the text form, :func:`bopask_vlm.contract.text_regex`) or "none".
+    :func:`~bopask_vlm.clients.make_client` with a ``contract`` sets convention, form and resize from it.
+    ``jpeg_quality`` 100 sends the image as a lossless PNG (the pixels an in-process model gets)."""
 
     #: a request stops (connection closed, no retry) once the calling thread's cancel flag is set
     supports_cancel = True
@@ -58,8 +71,8 @@ class OpenAICompatibleClient(VLMClient):
         attempts); ``max_response_bytes``: a larger answer is refused unread (an answer is a few hundred bytes).
         A request stops as soon as the cancel flag of the calling thread is set
         (:func:`bopask_vlm.clients.deadline.cancel_scope`): its connection is closed and no retry follows."""
-        if structured not in ("json_schema", "none"):
-            raise ValueError(f"structured must be 'json_schema' or 'none', got {structured!r}")
+        if structured not in ("json_schema", "text_grammar", "none"):
+            raise ValueError(f"structured must be 'json_schema', 'text_grammar' or 'none', got {structured!r}")
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
@@ -83,7 +96,8 @@ class OpenAICompatibleClient(VLMClient):
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": encode_jpeg_data_url(request.image, self.jpeg_quality)}},
+                {"type": "image_url", "image_url": {"url": encode_png_data_url(request.image) if self.jpeg_quality >= 100
+                                                    else encode_jpeg_data_url(request.image, self.jpeg_quality)}},
                 {"type": "text", "text": question},
             ]}],
             "temperature": 0.0,
@@ -95,6 +109,10 @@ class OpenAICompatibleClient(VLMClient):
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": f"bopask_{request.task.value}", "schema": schema,
                                                        "strict": True}}
+        elif self.structured == "text_grammar":  # a text-trained model (its contract): BOP-ASK's text form
+            from bopask_vlm.contract import text_regex
+
+            body["structured_outputs"] = {"regex": text_regex(request.task, self.convention)}
         return body
 
     def generate(self, request: VLMRequest, question: str) -> tuple[str, bool]:

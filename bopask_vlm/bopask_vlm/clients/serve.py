@@ -6,6 +6,10 @@ this project's structured outputs need.
   model can loop on whitespace inside the JSON.
 - A LoRA adapter directory (``adapter_config.json``) is served on its base model with
   ``--enable-lora --lora-modules NAME=DIR``; clients then ask for model NAME.
+- The model's answer contract (``bopask_model.json`` beside the weights, :mod:`bopask_vlm.contract`) is
+  read and printed: vLLM constrains decoding per request, so clients built with ``contract: served`` (or
+  the directory's path) ask for the trained form: the text grammar as ``structured_outputs.regex``, or the
+  JSON schema, both compiled by xgrammar. A directory whose card is unreadable is refused.
 - vLLM's Python can be another virtual environment (``--venv DIR`` or ``--python``): vLLM pins its own
   torch and transformers versions, so it usually lives apart from the training environment. Without
   either: ``$BOPASK_VLLM_VENV``, then the ``.venv-vllm`` of the checkout this package is installed from
@@ -128,6 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"bopask serve: {e}", file=sys.stderr)
         return 2
+    from bopask_vlm.contract import ContractError, find_contract
+
+    try:
+        contract = find_contract(args.model_dir)
+    except ContractError as e:
+        print(f"bopask serve: {e}", file=sys.stderr)
+        return 2
+    if contract is None:
+        print("bopask serve: no bopask_model.json: a base model; clients use their explicit convention and "
+              "the JSON schema", file=sys.stderr)
+    else:
+        print(f"answer contract: {json.dumps(contract.to_card(), sort_keys=True)}; clients: contract: served "
+              f"(or {args.model_dir})", flush=True)
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0

@@ -1,9 +1,11 @@
 """In-process client: a Qwen2.5-VL / Qwen2-VL checkpoint directory (or a LoRA adapter on one) run
 with transformers, for development and evaluation without a server. Greedy decoding.
 
-The model's coordinate convention is read from ``bopask_model.json`` beside the weights (written
-by ``bopask train``), else taken from the constructor (default: pixels of the resized input, as
-Qwen2.5-VL grounds).
+The model's answer contract (:mod:`bopask_vlm.contract`: answer form, coordinate convention, resize
+policy) is read from ``bopask_model.json`` beside the weights (written by ``bopask train``); an explicit
+``convention`` or ``answer_form`` that contradicts it is refused (:class:`~bopask_vlm.contract.ContractError`).
+A model without a card (a base model) takes the constructor's (default: pixels of the resized input, as
+Qwen2.5-VL grounds; text answers).
 """
 
 from __future__ import annotations
@@ -15,23 +17,21 @@ from typing import Any
 
 from bopask_vlm.answers import CoordConvention, ResizePolicy
 from bopask_vlm.clients.base import VLMClient, VLMError, VLMRequest
+from bopask_vlm.contract import MODEL_CARD_FILE, AnswerContract, ContractError, find_contract
 
-MODEL_INFO_FILE = "bopask_model.json"
+MODEL_INFO_FILE = MODEL_CARD_FILE
 
 
 def read_convention(model_dir: Path, default: CoordConvention | str) -> CoordConvention:
-    info = model_dir / MODEL_INFO_FILE
-    if info.is_file():
-        try:
-            return CoordConvention(json.loads(info.read_text())["coord_convention"])
-        except (ValueError, KeyError) as e:
-            raise VLMError(f"{info} has no valid coord_convention: {e}") from e
-    return CoordConvention(default)
+    """The convention of a model directory's contract, else ``default``."""
+    contract = find_contract(model_dir)
+    return contract.coord_convention if contract is not None else CoordConvention(default)
 
 
 class TransformersClient(VLMClient):
     def __init__(self, model_dir: str | Path, convention: CoordConvention | str | None = None,
-                 max_new_tokens: int = 256, device: str = "cpu", dtype: str = "float32") -> None:
+                 max_new_tokens: int = 256, device: str = "cpu", dtype: str = "float32",
+                 answer_form: str | None = None) -> None:
         import torch
         from transformers import AutoModelForImageTextToText
 
@@ -45,7 +45,13 @@ class TransformersClient(VLMClient):
         if not (base_dir / "config.json").is_file():
             raise VLMError(f"{base_dir} is not a model directory (no config.json)")
         self.model = str(path)
-        self.convention = read_convention(path, convention or CoordConvention.RESIZED_PIXELS)
+        self.contract: AnswerContract | None = find_contract(path)
+        if self.contract is not None:
+            self.convention = self.contract.resolve_convention(convention, "transformers client")
+            self.answer_form = self.contract.resolve_form(answer_form, "transformers client")
+        else:
+            self.convention = CoordConvention(convention or CoordConvention.RESIZED_PIXELS)
+            self.answer_form = answer_form or "text"
         self.max_new_tokens = int(max_new_tokens)
         self.device = device
         proc_dir = path if (path / "preprocessor_config.json").is_file() else base_dir
@@ -57,6 +63,11 @@ class TransformersClient(VLMClient):
         if min_px and max_px:
             self.resize = ResizePolicy(factor=int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2)),
                                        min_pixels=int(min_px), max_pixels=int(max_px))
+        if self.contract is not None and self.contract.resize is not None:
+            if self.resize is not None and self.resize != self.contract.resize:
+                raise ContractError(f"{proc_dir}: the processor resizes with {self.resize}, the contract says "
+                                    f"{self.contract.resize} ({self.contract.source})")
+            self.resize = self.contract.resize
         net = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=getattr(torch, dtype))
         if adapter:
             from peft import PeftModel
@@ -77,4 +88,5 @@ class TransformersClient(VLMClient):
         with self._lock, torch.inference_mode():
             out = self.net.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new_tokens = out[0, inputs["input_ids"].shape[1]:]
-        return self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), False
+        text = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        return text, self.answer_form == "json"

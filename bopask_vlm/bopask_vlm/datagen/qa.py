@@ -42,7 +42,10 @@ def describe_instances(names: Sequence[str], centers_u: Sequence[float]) -> list
 
 class QuestionMaker:
     """Builds (question, answer_text, answer_json) with the VLM layer's API; ``rephrase`` (optional)
-    rewrites the question text (e.g. an LLM through the OpenAI-compatible client)."""
+    rewrites the question proper (e.g. an LLM through the OpenAI-compatible client): it is given the text
+    before the answer-format instruction (:func:`bopask_vlm.prompts.split_instruction`) and the instruction
+    is appended to its reply verbatim, so a rephrased record still ends in the instruction that training
+    adapts to the model's convention."""
 
     def __init__(self, rng: random.Random, rephrase: Callable[[str], str] | None = None) -> None:
         from bopask_vlm.answers import answer_to_json, answer_to_text
@@ -56,28 +59,32 @@ class QuestionMaker:
                  relation: str | None = None) -> tuple[str, str, dict[str, Any]]:
         q = self.make_question(task, list(objects), relation, rng=self.rng)
         if self.rephrase is not None:
+            from bopask_vlm.prompts import split_instruction
+
+            head, tail = split_instruction(q, task)
             try:
-                q = self.rephrase(q)
+                new_head = self.rephrase(head).strip()
+                if new_head:
+                    q = f"{new_head} {tail}" if tail else new_head
             except Exception as e:
                 warnings.warn(f"rephrasing failed, template question kept: {e}", RuntimeWarning, stacklevel=2)
         return q, self.to_text(answer), self.to_json(answer)
 
 
 def openai_rephraser(base_url: str, model: str, api_key: str = "EMPTY", timeout: float = 30.0) -> Callable[[str], str]:
-    """Rephrase the question part with an OpenAI-compatible server, keeping the answer-format instruction
-    (everything after the first blank line) verbatim."""
+    """Rephrase a question proper (no answer-format instruction: :class:`QuestionMaker` splits it off and
+    appends it again) with an OpenAI-compatible server."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout)
 
-    def rephrase(q: str) -> str:
-        head, sep, tail = q.partition("\n\n")
+    def rephrase(head: str) -> str:
         r = client.chat.completions.create(model=model, temperature=0.7, max_tokens=128, messages=[
             {"role": "system", "content": "Rephrase the user's question about an image. Keep every object "
                                           "description and meaning exactly; reply with the question only."},
             {"role": "user", "content": head}])
         text = (r.choices[0].message.content or "").strip()
-        return (text or head) + sep + tail
+        return text or head
 
     return rephrase
 

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="client config as a JSON/YAML file (overrides --client)")
     p.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL (vLLM)")
     p.add_argument("--model", default=None, help="model name or directory")
+    p.add_argument("--contract", default=None,
+                   help="the model's answer contract (trained model directory, its bopask_model.json, or 'served'): "
+                        "convention and answer form come from it; a contradicting --config setting is refused")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent requests to a server")
     p.add_argument("--overlays", type=int, default=16, help="overlay images of this many failures")
     p.add_argument("--out", default="bench_out", help="output directory")
@@ -54,9 +57,15 @@ def client_config(args: argparse.Namespace) -> dict:
         if args.config.endswith((".yaml", ".yml")):
             import yaml
 
-            return dict(yaml.safe_load(text))
-        return dict(json.loads(text))
+            cfg = dict(yaml.safe_load(text))
+        else:
+            cfg = dict(json.loads(text))
+        if getattr(args, "contract", None):
+            cfg["contract"] = args.contract
+        return cfg
     cfg: dict = {"type": "openai" if args.endpoint and args.client == "oracle" else args.client}
+    if getattr(args, "contract", None):
+        cfg["contract"] = args.contract
     if args.endpoint:
         cfg["base_url"] = args.endpoint
     if args.model:
@@ -78,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RunnerError, ValueError) as e:
         print(f"bopask bench: {e}", file=sys.stderr)
         return 2
-    client = make_client(client_config(args))
+    from bopask_vlm.contract import ContractError
+
+    try:
+        client = make_client(client_config(args))
+    except ContractError as e:
+        print(f"bopask bench: {e}", file=sys.stderr)
+        return 2
     if args.answer_error:
         from bopask_vlm.clients.answer_error import LevelError
         from bopask_vlm.clients.answer_error.bench import wrap_client

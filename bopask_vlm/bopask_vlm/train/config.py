@@ -28,6 +28,7 @@ class TrainConfigError(ValueError):
 class ModelConfig:
     path: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # HF model directory (or hub id, if the cache holds it)
     coord_convention: str = "resized_pixels"  # the convention answers are trained (and served) in
+    answer_form: str = "text"  # text ([(x, y), ...], Yes) or json (the task's schema): recorded in the contract
     min_pixels: int | None = None  # image resize bounds of the processor; None keeps the model's own
     max_pixels: int | None = None
     dtype: str = "bfloat16"  # weights while training: bfloat16 | float32
@@ -99,6 +100,8 @@ class TrainConfig:
             raise TrainConfigError(
                 f"model.coord_convention: {self.model.coord_convention!r} is not one of {COORD_CONVENTIONS}"
             )
+        if self.model.answer_form not in ("text", "json"):
+            raise TrainConfigError(f"model.answer_form: {self.model.answer_form!r} is not text or json")
         if self.model.dtype not in ("bfloat16", "float32", "float16"):
             raise TrainConfigError(f"model.dtype: {self.model.dtype!r} is not bfloat16, float16 or float32")
         if not self.data.train:

@@ -1,6 +1,6 @@
 """Training data: generated QA shards -> task-mixed chat samples -> padded batches.
 
-A sample is the chat a served model sees (the prompt module's question for the model's coordinate
+A sample is the chat a served model sees (the record's own question, its format instruction adapted to the model's coordinate
 convention, the image) followed by the answer in that convention (``answers.coords.to_model`` then
 ``answers.answer_to_text``: the same functions the clients invert), tokenised by the model's own processor.
 Only the answer tokens and the end-of-turn token that closes them carry a loss; every prompt token
@@ -231,33 +231,36 @@ def resize_policy_of(processor: Any) -> Any:
 
 
 def model_question(record: QARecord, convention: Any, rng: random.Random | None = None) -> str:
-    """The question as the served model is asked it: the prompt module's template for ``convention``.
-
-    Regenerated from the record's object descriptions (and ``gt["relation"]`` for spatial questions) so
-    the answer-format instruction matches the convention; the record's own question is kept when it
-    cannot be regenerated (no objects: free-form or hand-written questions).
+    """The question as the served model is asked it: the record's own question (a template's, or its
+    rephrasing) with its answer-format instruction rewritten for ``convention``
+    (:func:`bopask_vlm.prompts.adapt_instruction`), exactly what ``bopask bench``, replay and the node send
+    for the record (``VLMRequest(question=record.question).question_text(convention)``). ``rng`` is unused
+    (kept for callers of the earlier template-regenerating version).
     """
-    from bopask_vlm.prompts import make_question
+    from bopask_vlm.prompts import adapt_instruction
 
-    if not record.objects:
-        return record.question
-    relation = record.gt.get("relation") if record.task == Task.SPATIAL else None
-    objects = [o.description for o in record.objects]
-    try:
-        return make_question(record.task, objects, relation, rng=rng, convention=convention)
-    except ValueError as e:
-        raise TrainDataError(f"record {record.id}: cannot build its question: {e}") from e
+    if not record.question.strip():
+        raise TrainDataError(f"record {record.id}: empty question")
+    return adapt_instruction(record.question, record.task, _coord_convention(convention))
 
 
-def model_answer_text(record: QARecord, convention: Any, resize: Any = None) -> str:
+def model_answer_text(record: QARecord, convention: Any, resize: Any = None, form: str = "text") -> str:
     """The record's answer converted to the model's convention (``resize``: the processor's
-    :func:`resize_policy_of`), in the BOP-ASK text form at the convention's precision."""
-    from bopask_vlm.answers import answer_from_record, answer_to_text
+    :func:`resize_policy_of`) at the convention's precision, in the contract's answer form: BOP-ASK's text
+    form, or (``form="json"``) the task's JSON object written compactly, as vLLM's xgrammar writes it
+    under the schema with ``disable_any_whitespace``."""
+    import json
+
+    from bopask_vlm.answers import answer_from_record, answer_to_json, answer_to_text
     from bopask_vlm.answers.coords import to_model
 
     conv = _coord_convention(convention)
-    answer = answer_from_record(record)
-    return answer_to_text(to_model(answer, conv, record.width, record.height, resize), decimals=conv.decimals)
+    answer = to_model(answer_from_record(record), conv, record.width, record.height, resize)
+    if form == "json":
+        return json.dumps(answer_to_json(answer, decimals=conv.decimals), separators=(",", ":"))
+    if form != "text":
+        raise TrainDataError(f"unknown answer form {form!r} (text, json)")
+    return answer_to_text(answer, decimals=conv.decimals)
 
 
 def load_image(record: QARecord, root: Path) -> Any:
@@ -293,8 +296,10 @@ class SampleEncoder:
     trailing whitespace stripped (for Qwen: ``<answer><|im_end|>``), is the target.
     """
 
-    def __init__(self, processor: Any, convention: str | Any, *, max_length: int = 4096, seed: int = 0) -> None:
+    def __init__(self, processor: Any, convention: str | Any, *, max_length: int = 4096, seed: int = 0,
+                 answer_form: str = "text") -> None:
         self.processor = processor
+        self.answer_form = answer_form
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.convention = _coord_convention(convention)
         self.resize = resize_policy_of(processor)
@@ -305,7 +310,7 @@ class SampleEncoder:
         """(prompt text, target text, plain answer) for a record."""
         rng = random.Random(f"{self.seed}:{record.id}")
         question = model_question(record, self.convention, rng)
-        answer = model_answer_text(record, self.convention, self.resize)
+        answer = model_answer_text(record, self.convention, self.resize, self.answer_form)
         prompt = self.processor.apply_chat_template(chat_messages(question), add_generation_prompt=True,
                                                     tokenize=False)
         full = self.processor.apply_chat_template(chat_messages(question, answer), tokenize=False)
@@ -351,37 +356,97 @@ def _torch_datasets() -> tuple[type, type]:
     return Dataset, IterableDataset
 
 
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group: torch.distributed when initialised, else the
+    launcher's environment (torchrun / accelerate set RANK and WORLD_SIZE), else (0, 1)."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 class MixedSFTDataset(_torch_datasets()[1]):  # type: ignore[misc]
     """Endless task-mixed training samples (a torch ``IterableDataset``; use with ``max_steps``).
 
-    With several DataLoader workers each worker draws its own seeded stream (different samples).
+    Data parallel without waste: every rank and DataLoader worker draws the same seeded record stream and
+    cuts it into blocks of ``batch_size`` records; block ``j`` belongs to unit ``j % units`` (a unit is one
+    worker of one rank), which alone encodes it. So the ranks' samples are disjoint and, step by step, are
+    the samples one process with the global batch would take. accelerate shards an ``IterableDataset`` by
+    keeping, from every ``batch_size x world`` elements it reads, the rank's own ``batch_size``
+    (``IterableDatasetShard``): this dataset yields its own encoded samples exactly there and ``None``
+    placeholders (never encoded, dropped by the shard) elsewhere. A too-long sample is replaced by the
+    unit's next record (logged), locally, so ranks never disagree on positions.
     """
 
-    def __init__(self, mixed: MixedRecords, encoder: SampleEncoder) -> None:
+    def __init__(self, mixed: MixedRecords, encoder: SampleEncoder, batch_size: int = 1) -> None:
         self.mixed = mixed
         self.encoder = encoder
+        self.batch_size = max(1, int(batch_size))
         self.skipped_too_long = 0
+        self.encoded_ids: list[str] = []  # record ids this copy encoded (tests, logs)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _own_records(self, unit: int, units: int) -> Iterator[tuple[QARecord, Path]]:
+        for i, pair in enumerate(self.mixed.iterate(self.mixed.seed)):
+            if (i // self.batch_size) % units == unit:
+                yield pair
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
-        seed = self.mixed.seed + (0 if info is None else 1000003 * (info.id + 1))
-        for record, root in self.mixed.iterate(seed):
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        rank, world = _dist_rank_world()
+        own = self._own_records(rank * workers + worker, world * workers)
+        while True:
+            samples = [self._next_sample(own) for _ in range(self.batch_size)]
+            if world == 1:
+                yield from samples
+                continue
+            # one block of batch_size x world elements as accelerate's shard reads it: ours at our slice
+            for r in range(world):
+                yield from (samples if r == rank else [None] * self.batch_size)
+
+    def _next_sample(self, own: Iterator[tuple[QARecord, Path]]) -> dict[str, Any]:
+        for record, root in own:
             try:
-                yield self.encoder.encode(record, root)
+                sample = self.encoder.encode(record, root)
             except SampleTooLong as e:
                 self.skipped_too_long += 1
                 if self.skipped_too_long in (1, 10) or self.skipped_too_long % 100 == 0:
                     log.warning("%s (skipped; %d so far)", e, self.skipped_too_long)
+                continue
+            self.encoded_ids.append(record.id)
+            return sample
+        raise TrainDataError("the record stream ended")
 
 
 class RecordSFTDataset(_torch_datasets()[0]):  # type: ignore[misc]
-    """Fixed samples (a map-style ``Dataset``) for the evaluation loss and for tests."""
+    """Fixed samples (a map-style ``Dataset``) for the evaluation loss and for tests.
 
-    def __init__(self, records: Sequence[tuple[QARecord, Path]], encoder: SampleEncoder) -> None:
+    ``drop_too_long``: records whose sample exceeds the encoder's ``max_length`` are left out when the
+    dataset is built (counted in ``skipped_too_long``, logged), so ``__getitem__`` never raises for length
+    in the middle of an evaluation.
+    """
+
+    def __init__(self, records: Sequence[tuple[QARecord, Path]], encoder: SampleEncoder, *,
+                 drop_too_long: bool = False) -> None:
         self.records = list(records)
         self.encoder = encoder
+        self.skipped_too_long = 0
+        if drop_too_long:
+            kept = []
+            for record, root in self.records:
+                try:
+                    encoder.encode(record, root)
+                except SampleTooLong as e:
+                    self.skipped_too_long += 1
+                    log.warning("evaluation sample left out: %s", e)
+                    continue
+                kept.append((record, root))
+            self.records = kept
 
     def __len__(self) -> int:
         return len(self.records)
@@ -406,6 +471,10 @@ class SFTCollator:
 
         if not samples:
             raise TrainDataError("empty batch")
+        if any(s is None for s in samples):
+            raise TrainDataError("a data-parallel placeholder reached the collator: MixedSFTDataset under "
+                                 "several processes must be read through accelerate's IterableDatasetShard "
+                                 "(the Trainer's data loader)")
         length = max(s["input_ids"].shape[0] for s in samples)
         batch: dict[str, Any] = {}
         for key in samples[0]:

@@ -7,9 +7,12 @@ Layout of an exported directory::
                                           run also writes its adapter to ``output_dir/adapter``)
     tokenizer*, chat_template.jinja, preprocessor_config.json, ...   the processor files of the base model,
                                           with the training run's image resize bounds written in
-    bopask_model.json                     {"coord_convention": ..., "base_model": ..., ...}
+    bopask_model.json                     the model card: the answer contract (:mod:`bopask_vlm.contract`:
+                                          answer form, coordinate convention, resize policy, prompt
+                                          version) and provenance (base model, steps, ...)
 
-``bopask_model.json`` is what serving and evaluation read to convert answers back to original-image pixels.
+``bopask_model.json`` is what serving, the clients, the node and evaluation read: the form to constrain
+decoding to and how to convert answers back to original-image pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-MODEL_INFO_FILE = "bopask_model.json"
+from bopask_vlm.contract import MODEL_CARD_FILE, AnswerContract
+
+MODEL_INFO_FILE = MODEL_CARD_FILE
 
 #: Files of a model directory that are not the processor's (weights, model config, indexes).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -64,11 +69,36 @@ def set_image_bounds(model_dir: str | Path, min_pixels: int | None, max_pixels: 
     path.write_text(json.dumps(cfg, indent=2))
 
 
-def write_model_info(model_dir: str | Path, coord_convention: str, **extra: Any) -> Path:
-    """Write ``bopask_model.json`` (key ``coord_convention`` plus provenance)."""
-    path = Path(model_dir) / MODEL_INFO_FILE
-    path.write_text(json.dumps({"coord_convention": str(coord_convention), **extra}, indent=2, sort_keys=True))
+def write_model_info(model_dir: str | Path, coord_convention: str, *, answer_form: str = "text",
+                     prompt_version: int | None = None, **extra: Any) -> Path:
+    """Write ``bopask_model.json``: the answer contract (form, convention, the directory's own resize policy
+    from its ``preprocessor_config.json``, prompt version) plus provenance."""
+    from bopask_vlm.prompts import PROMPT_VERSION
+
+    out = Path(model_dir)
+    contract = AnswerContract(answer_form=answer_form, coord_convention=str(coord_convention),
+                              resize=resize_policy_of_dir(out),
+                              prompt_version=PROMPT_VERSION if prompt_version is None else prompt_version)
+    path = out / MODEL_INFO_FILE
+    path.write_text(json.dumps({**extra, **contract.to_card()}, indent=2, sort_keys=True))
     return path
+
+
+def resize_policy_of_dir(model_dir: str | Path) -> Any:
+    """The ``ResizePolicy`` (Qwen-VL ``smart_resize``) of a directory's ``preprocessor_config.json``, the
+    bounds its processor loads with; None where the file or its pixel bounds are absent."""
+    from bopask_vlm.answers.coords import ResizePolicy
+
+    path = Path(model_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text())
+    size = cfg.get("size") or {}
+    lo = size.get("shortest_edge", cfg.get("min_pixels"))
+    hi = size.get("longest_edge", cfg.get("max_pixels"))
+    if not (lo and hi and cfg.get("patch_size") and cfg.get("merge_size")):
+        return None
+    return ResizePolicy(int(cfg["patch_size"]) * int(cfg["merge_size"]), int(lo), int(hi))
 
 
 def read_model_info(model_dir: str | Path) -> dict[str, Any]:
@@ -88,6 +118,7 @@ def export_model(
     out_dir: str | Path,
     *,
     coord_convention: str,
+    answer_form: str = "text",
     merge_lora: bool = True,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
@@ -106,7 +137,8 @@ def export_model(
         model.save_pretrained(out)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(out)
-    return finalize_model_dir(out, base_model_dir, coord_convention=coord_convention, lora_adapter=adapter,
+    return finalize_model_dir(out, base_model_dir, coord_convention=coord_convention, answer_form=answer_form,
+                              lora_adapter=adapter,
                               merged=is_peft and merge_lora, min_pixels=min_pixels, max_pixels=max_pixels,
                               info=info)
 
@@ -116,6 +148,7 @@ def finalize_model_dir(
     base_model_dir: str | Path,
     *,
     coord_convention: str,
+    answer_form: str = "text",
     lora_adapter: bool,
     merged: bool,
     min_pixels: int | None = None,
@@ -128,7 +161,7 @@ def finalize_model_dir(
     copy_processor_files(base_model_dir, out)
     set_image_bounds(out, min_pixels, max_pixels)
     write_model_info(
-        out, coord_convention, base_model=str(base_model_dir), lora_adapter=bool(lora_adapter),
+        out, coord_convention, answer_form=answer_form, base_model=str(base_model_dir), lora_adapter=bool(lora_adapter),
         merged=bool(merged), min_pixels=min_pixels, max_pixels=max_pixels, **(info or {}),
     )
     return out

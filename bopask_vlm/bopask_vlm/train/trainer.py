@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,10 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Any:
     """
     from transformers import AutoModelForImageTextToText
 
-    kwargs: dict[str, Any] = {"dtype": _dtype(cfg.model.dtype)}
+    kwargs: dict[str, Any] = {"dtype": _dtype(master_dtype(cfg))}
+    if master_dtype(cfg) != cfg.model.dtype:
+        log.info("full fine-tuning without DeepSpeed: weights kept in float32 (the optimizer's master copy); "
+                 "compute runs in %s autocast where optim.bf16 and the device allow", cfg.model.dtype)
     if cfg.model.attn_implementation:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -100,6 +104,35 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Any:
                 frozen += p.numel()
         log.info("froze %d vision parameters", frozen)
     return model
+
+
+def master_dtype(cfg: TrainConfig) -> str:
+    """The dtype the trained weights are held in. Full fine-tuning without DeepSpeed would otherwise run
+    AdamW directly on bf16/fp16 weights (no fp32 master: updates of lr x grad ~1e-5 relative are below
+    bf16's 2^-8 resolution and mostly lost), so its weights stay float32 and the Trainer's mixed precision
+    (``optim.bf16``) computes in bf16. DeepSpeed keeps its own fp32 masters; LoRA trains float32 adapters
+    (peft) over frozen low-precision base weights."""
+    if not cfg.lora.enabled and not cfg.run.deepspeed and cfg.model.dtype in ("bfloat16", "float16"):
+        return "float32"
+    return cfg.model.dtype
+
+
+def answer_token_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Next-token cross-entropy summed over the labelled (answer) tokens and divided by the number of labelled
+    tokens of the whole global batch (``num_items_in_batch``: the Trainer counts them over the gradient
+    accumulation steps and, with ``average_tokens_across_devices``, over the ranks). So every answer token
+    weighs the same whatever rank or micro-batch it lands in, and N processes train exactly like one with the
+    same global batch. Qwen2.5-VL's own loss is a per-micro-batch mean (``accepts_loss_kwargs`` is False),
+    which weighs a short answer in a batch of short answers more than the same answer beside long ones."""
+    import torch.nn.functional as F
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    shift_logits = logits[..., :-1, :].float().reshape(-1, logits.shape[-1])
+    shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    if num_items_in_batch is None:
+        num_items_in_batch = (shift_labels != -100).sum()
+    return total / num_items_in_batch
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:
@@ -167,9 +200,10 @@ def evaluate_generation(model: Any, processor: Any, encoder: SampleEncoder,
     then scored by ``metrics_fn`` (default :func:`benchmark_metrics`)."""
     import torch
 
-    from bopask_vlm.answers import AnswerParseError, parse_answer_text
+    from bopask_vlm.answers import AnswerParseError, parse_answer_json, parse_answer_text
     from bopask_vlm.answers.coords import from_model
 
+    parse = parse_answer_json if getattr(encoder, "answer_form", "text") == "json" else parse_answer_text
     items = []
     parsed = 0
     was_training = model.training
@@ -183,7 +217,7 @@ def evaluate_generation(model: Any, processor: Any, encoder: SampleEncoder,
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
             text = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
             try:
-                pred = from_model(parse_answer_text(record.task, text), encoder.convention, record.width,
+                pred = from_model(parse(record.task, text), encoder.convention, record.width,
                                   record.height, encoder.resize)
                 parsed += 1
             except (AnswerParseError, ValueError):
@@ -198,7 +232,11 @@ def evaluate_generation(model: Any, processor: Any, encoder: SampleEncoder,
 
 def make_benchmark_callback(processor: Any, encoder: SampleEncoder, records: Sequence[tuple[Any, Path]],
                             every: int, max_new_tokens: int = 256) -> Any:
-    """A ``TrainerCallback`` that scores generated answers every ``every`` steps and logs ``bench/*``."""
+    """A ``TrainerCallback`` that scores generated answers every ``every`` steps and logs ``bench/*``.
+
+    Data parallel, every rank generates for its own share of the records (``records[rank::world]``) and the
+    answers are gathered (``all_gather_object``) before scoring, so no rank idles at a collective while
+    another generates (NCCL's watchdog would time it out on a long evaluation)."""
     from transformers import TrainerCallback
 
     class BenchmarkCallback(TrainerCallback):
@@ -209,19 +247,48 @@ def make_benchmark_callback(processor: Any, encoder: SampleEncoder, records: Seq
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if not records or every <= 0 or state.global_step % every or model is None:
                 return control
-            if not state.is_world_process_zero:
-                return control
             if _zero3(args):
                 # generation on one rank would wait forever for the other ranks' parameter shards
-                log.warning("benchmark evaluation skipped under DeepSpeed ZeRO-3 (eval loss still runs)")
+                if state.is_world_process_zero:
+                    log.warning("benchmark evaluation skipped under DeepSpeed ZeRO-3 (eval loss still runs)")
                 return control
-            res = evaluate_generation(model, processor, encoder, records, max_new_tokens=max_new_tokens)
-            self.history.append((state.global_step, res.metrics))
+            rank, world = _rank_world()
+            mine = list(records)[rank::world]
+            items: list[tuple[int, Any]] = []
+            evaluate_generation(model, processor, encoder, mine, max_new_tokens=max_new_tokens,
+                                      metrics_fn=lambda its: items.extend(enumerate(its)) or {})
+            own = [(rank + world * i, pred) for i, (_, _, pred) in items]
+            gathered = _all_gather(own, world)
+            preds = dict(gathered)
+            everything = [(rec, root, preds.get(i)) for i, (rec, root) in enumerate(records)]
+            parsed = sum(p is not None for _, _, p in everything)
+            metrics = {"parse_rate": parsed / max(1, len(everything))}
+            metrics.update(benchmark_metrics(everything))
+            self.history.append((state.global_step, metrics))
             if self.trainer is not None:
-                self.trainer.log({f"bench/{k}": v for k, v in res.metrics.items()})
+                self.trainer.log({f"bench/{k}": v for k, v in metrics.items()})
             return control
 
     return BenchmarkCallback()
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather(obj: list[Any], world: int) -> list[Any]:
+    """Concatenate every rank's list (one process: the list itself)."""
+    if world == 1:
+        return list(obj)
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return [x for part in out for x in part]
 
 
 def _zero3(args: Any) -> bool:
@@ -259,7 +326,12 @@ def training_arguments(cfg: TrainConfig, *, has_eval: bool) -> Any:
     use_bf16 = cfg.optim.bf16 and (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if cfg.optim.bf16 and not use_bf16:
         log.warning("optim.bf16 requested but no bf16-capable GPU: training in the weights' dtype")
+    # Several processes without a GPU (torchrun on CPUs): accelerate sets up data parallelism over gloo only
+    # when told the run is on the CPU; otherwise each process would train alone on the whole batch.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    extra: dict[str, Any] = {"use_cpu": True, "ddp_backend": "gloo"} if cpu_ddp else {}
     return TrainingArguments(
+        **extra,
         output_dir=cfg.run.output_dir,
         per_device_train_batch_size=cfg.optim.per_device_batch_size,
         per_device_eval_batch_size=cfg.optim.per_device_batch_size,
@@ -301,12 +373,19 @@ def prepare(cfg: TrainConfig, *, resume_step: int = 0, model: Any = None,
 
     processor = load_processor_for(cfg)
     encoder = SampleEncoder(processor, cfg.model.coord_convention, max_length=cfg.data.max_length,
-                            seed=cfg.optim.seed)
+                            seed=cfg.optim.seed, answer_form=cfg.model.answer_form)
     mixed = MixedRecords(find_shards(cfg.data.train), cfg.data.task_weights, streaming=cfg.data.streaming,
                          shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.optim.seed + 7919 * resume_step)
-    train_ds = MixedSFTDataset(mixed, encoder)
+    train_ds = MixedSFTDataset(mixed, encoder, batch_size=cfg.optim.per_device_batch_size)
     eval_records = read_records(find_shards(cfg.data.eval)) if cfg.data.eval else []
-    eval_ds = RecordSFTDataset(eval_records[: cfg.data.eval_samples], encoder) if eval_records else None
+    eval_ds = (RecordSFTDataset(eval_records[: cfg.data.eval_samples], encoder, drop_too_long=True)
+               if eval_records else None)
+    if eval_ds is not None and len(eval_ds) == 0:
+        raise TrainError(f"every evaluation sample is longer than data.max_length {cfg.data.max_length}")
+    # The arguments exist before the model: with DeepSpeed ZeRO-3 their HfTrainerDeepSpeedConfig (kept alive
+    # by `args`) makes from_pretrained load under deepspeed.zero.Init, partitioned over the ranks, instead
+    # of every rank materialising the whole model.
+    args = training_arguments(cfg, has_eval=eval_ds is not None)
     if model is None:
         model = load_model(cfg, checkpoint)
     tok = getattr(processor, "tokenizer", processor)
@@ -320,8 +399,9 @@ def prepare(cfg: TrainConfig, *, resume_step: int = 0, model: Any = None,
                                         cfg.run.eval_steps, cfg.data.eval_max_new_tokens)
         callbacks.append(bench)
     trainer = Trainer(
-        model=model, args=training_arguments(cfg, has_eval=eval_ds is not None), train_dataset=train_ds,
+        model=model, args=args, train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=SFTCollator(pad_id), callbacks=callbacks,
+        compute_loss_func=answer_token_loss,
     )
     if bench is not None:
         bench.trainer = trainer
@@ -394,7 +474,7 @@ def _export_after_training(cfg: TrainConfig, trainer: Any, out: Path) -> Path | 
         if not trainer.is_world_process_zero():
             return None
         finalize_model_dir(adapter_dir, cfg.model.path, coord_convention=cfg.model.coord_convention,
-                           lora_adapter=True, merged=False, info=info, **bounds)
+                           answer_form=cfg.model.answer_form, lora_adapter=True, merged=False, info=info, **bounds)
         if not cfg.run.merge_lora:
             return adapter_dir
         return export_checkpoint(cfg, adapter_dir, model_dir, info=info)
@@ -402,7 +482,7 @@ def _export_after_training(cfg: TrainConfig, trainer: Any, out: Path) -> Path | 
     if not trainer.is_world_process_zero():
         return None
     return finalize_model_dir(model_dir, cfg.model.path, coord_convention=cfg.model.coord_convention,
-                              lora_adapter=False, merged=False, info=info, **bounds)
+                              answer_form=cfg.model.answer_form, lora_adapter=False, merged=False, info=info, **bounds)
 
 
 def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path, out_dir: str | Path,
@@ -423,7 +503,8 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path, out_dir: str | P
         model = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=dtype)
     step = checkpoint_step(ckpt) if (ckpt / "trainer_state.json").is_file() else None
     return export_model(
-        model, cfg.model.path, out_dir, coord_convention=cfg.model.coord_convention, merge_lora=cfg.run.merge_lora,
+        model, cfg.model.path, out_dir, coord_convention=cfg.model.coord_convention,
+        answer_form=cfg.model.answer_form, merge_lora=cfg.run.merge_lora,
         min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
         info=info or {"train_steps": step, "task_weights": cfg.data.task_weights, "checkpoint": str(ckpt)},
     )
