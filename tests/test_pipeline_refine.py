@@ -186,3 +186,28 @@ def test_trajectory_with_local_refinement_reports_its_path_repair(bagdata):
         assert d[0] < 1e-9 and d[-1] < 1e-9 and abs(d.max() - res.path_moved_m) < 1e-9
         assert (res.path_moved_m > 0) == bool(res.path_repair)
     assert done >= 1
+
+
+class JitterClient:
+    """Stands in for a model whose five keypoints each err independently by ``px`` pixels (not a rigid skeleton)."""
+
+    def __init__(self, px: float, seed: int = 3) -> None:
+        self.inner, self.px, self.rng = OracleClient(), px, np.random.default_rng(seed)
+
+    def ask(self, req):
+        resp = self.inner.ask(req)
+        p = resp.answer.points
+        return dataclasses.replace(resp, answer=GraspAnswer(p + self.rng.normal(0.0, self.px, p.shape)))
+
+
+def test_a_non_rigid_skeleton_is_an_intent_with_refinement(bagdata):
+    """Keypoints jittered 8 px each do not fit the gripper skeleton: refused as drawn (grasp_refine none), taken
+    as the intent with local refinement, which puts a grasp on the asked object."""
+    frame, goal = _grasp(bagdata)
+    plain = TaskPipeline(JitterClient(8.0), bagdata.tf).run(frame, goal)
+    assert plain.status == ResultStatus.LIFT_FAILED and "do not fit the gripper skeleton" in plain.reason
+    res = TaskPipeline(JitterClient(8.0), bagdata.tf, grasp_refine="local").run(frame, goal)
+    assert res.ok, res.reason
+    assert res.refinement.refined and "do not fit" not in res.refinement.reason
+    exact = TaskPipeline(OracleClient(), bagdata.tf).run(frame, goal)
+    assert np.linalg.norm(res.grasp_pose_base[:3, 3] - exact.grasp_pose_base[:3, 3]) < 0.05

@@ -66,10 +66,33 @@ def test_a_scaled_and_shifted_answer_is_lifted_with_refinement(prepared):
     assert not literal.ok  # executed as drawn, the hand hits the neighbouring ball on its way down
     prepared.world.reset()
     be = SimMotionBackend(prepared.world)
-    pipe = make_pipeline(prepared, ScaledClient(1.15, (8.0, -6.0)), be)
-    pipe.grasp_refine = "local"
+    pipe = make_pipeline(prepared, ScaledClient(1.15, (8.0, -6.0)), be, grasp_refine="local")
     res = pipe.run(prepared.frame.pipeline_frame(), _goal(rec))
     assert res.ok, res.reason
     assert res.plan.executed and res.plan.plan.target == k
     assert res.refinement.mode == "local" and res.refinement.candidates > 10
     assert all(be.arm.touching(prepared.world.instances[k].body))
+
+
+def test_sim_eval_runs_both_refinement_settings_in_one_run(tmp_path):
+    """``--grasp-refine none,local``: both settings on the same episodes, a column and a curve each, the first
+    answer's on-object flag and the attempts per episode recorded."""
+    import json
+
+    from bopask_sim.cli import main
+    from bopask_sim.evaluate import sim_eval
+
+    m = sim_eval(OracleClient(), episodes=2, out_dir=tmp_path, tasks=("grasp",), scenes=1, progress=False, log=None,
+                 direct=False, snapshots=0, grasp_refine=("none", "local"), max_attempts=2)
+    g = m["by_task"]["grasp"]
+    assert m["conditions"] == ["oracle [none]", "oracle [local]"] and m["grasp_refine"] == ["none", "local"]
+    assert g["oracle [none]"]["n"] == 2 and g["oracle [local]"]["n"] == 2
+    assert g["oracle [local]"]["on_object"]["n"] == 2  # the oracle's answers lie on the asked object
+    assert "| grasp | " in m["table"] and "oracle [local]" in m["table"] and "answer on the asked object" in m["table"]
+    assert set(m["by_metric"]["grasp"]["bins"]) == {"oracle [none]", "oracle [local]"}  # one curve each
+    assert (tmp_path / "success_vs_nce.png").stat().st_size > 1000
+    eps = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(e["level"] for e in eps) == ["oracle [local]"] * 2 + ["oracle [none]"] * 2
+    assert all(e["answer_metric"]["attempts"] >= 1 for e in eps)
+    with pytest.raises(SystemExit):
+        main(["--grasp-refine", "none,global", "--out", str(tmp_path / "x")])

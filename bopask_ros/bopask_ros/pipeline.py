@@ -471,14 +471,17 @@ class TaskPipeline:
             if task == Task.GRASP:
                 fit = fit_grasp(GraspAnswer(pts).points, lifter)
                 result.rules = list(fit.rules)
-                if not fit.valid:
+                # with refinement a skeleton that is not rigid (a model's per-point errors) or whose range disagrees
+                # with depth still says which object and roughly how: its fitted pose is the intent, depth decides
+                as_intent = self.grasp_refine == "local" and bool(np.all(np.isfinite(fit.T_cam_gripper)))
+                if not fit.valid and not as_intent:
                     raise _Stop(ResultStatus.LIFT_FAILED, f"grasp fit failed: {fit.reason}")
                 result.grasp_pose_cam = fit.T_cam_gripper
                 result.grasp_width = float(fit.width)
                 result.refinement = GraspRefinement(self.grasp_refine, range_source=fit.range_source,
                                                     reason=fit.reason)
                 if self.grasp_refine == "local":
-                    self._refine(frame, lifter, fit, result, goal)
+                    self._refine(frame, lifter, fit, result, goal, loose=not fit.valid)
                 result.points_cam = keypoints_3d(result.grasp_pose_cam)
                 result.valid = np.ones(5, dtype=bool)
                 return
@@ -511,10 +514,14 @@ class TaskPipeline:
             result.timings["path_repair"] = time.perf_counter() - t0
             result.points_cam, result.path_moved_m, result.path_repair = rep.points, rep.moved_m, rep.reason
 
-    def _refine(self, frame: Frame, lifter: Any, fit: Any, result: PipelineResult, goal: Goal | None) -> None:
+    def _refine(self, frame: Frame, lifter: Any, fit: Any, result: PipelineResult, goal: Goal | None,
+                loose: bool = False) -> None:
         """``grasp_refine: local``: the best executable grasp near the answer's fit (safety and the planner's
-        optional ``grasp_problem`` accept it), or a failure a re-ask can name."""
-        from bopask_ros.grasp.refine import FailureKind, refine_grasp
+        optional ``grasp_problem`` accept it), or a failure a re-ask can name. ``loose``: the fit itself failed
+        (not a rigid skeleton): its orientation is trusted less (candidates up to twice the angle)."""
+        import dataclasses
+
+        from bopask_ros.grasp.refine import FailureKind, RefineParams, refine_grasp
 
         T_base_cam = self._lookup(frame, result)
         problem = getattr(self.planner, "grasp_problem", None)
@@ -531,7 +538,10 @@ class TaskPipeline:
                     return FailureKind.UNREACHABLE, str(why)
             return None
 
-        ref = refine_grasp(fit.T_cam_gripper, lifter, self.refine_params, accept=accept)
+        params = self.refine_params or RefineParams()
+        if loose:
+            params = dataclasses.replace(params, max_angle_deg=2.0 * params.max_angle_deg)
+        ref = refine_grasp(fit.T_cam_gripper, lifter, params, accept=accept)
         info = result.refinement
         info.candidates, info.seconds = ref.candidates, ref.seconds
         result.timings["refine"] = result.timings.get("refine", 0.0) + ref.seconds
@@ -541,7 +551,7 @@ class TaskPipeline:
             raise _Stop(ResultStatus.SAFETY_REJECTED if ref.failure == FailureKind.UNSAFE else
                         ResultStatus.PLAN_FAILED if ref.failure == FailureKind.UNREACHABLE else
                         ResultStatus.LIFT_FAILED, f"grasp refinement: {ref.reason}", str(ref.failure))
-        info.refined = not ref.kept_answer
+        info.refined = not ref.kept_answer or loose
         info.moved_m, info.moved_deg, info.score = ref.moved_m, ref.moved_deg, ref.score
         info.reason = ref.reason
         result.grasp_pose_cam = ref.T_cam_gripper

@@ -24,6 +24,14 @@ def _noise(text: str) -> list[float]:
     return vals
 
 
+def _refine(text: str) -> list[str]:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in vals if v not in ("none", "local")]
+    if not vals or bad or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"--grasp-refine takes none, local or none,local (got {text!r})")
+    return vals
+
+
 def _levels(text: str) -> list[str]:
     vals = [v.strip() for v in text.split(",") if v.strip()]
     if not vals:
@@ -68,6 +76,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--answer-error", type=_levels, default=["oracle"],
                    help="answer-error levels, comma-separated: oracle (none), a preset (nvila15b-sft, "
                         "qwen25vl3b-sft) or a metric request such as grasp_nce=1.4 (default oracle)")
+    p.add_argument("--grasp-refine", type=_refine, default=["none"],
+                   help="grasp refinement settings, comma-separated, each run on the same episodes: none (the "
+                        "answer's grasp as fitted), local (the best executable grasp near it, paths raised over "
+                        "the scene; the node's default)")
+    p.add_argument("--max-attempts", type=int, default=1,
+                   help="asks of the model per goal: a failed answer is asked again naming the failure (the "
+                        "node's default is 3)")
     p.add_argument("--calib-error", type=_calib, default=CALIB_ERROR, metavar="MM,DEG",
                    help=f"camera calibration error drawn per scene (default {CALIB_ERROR[0] * 1000:g},"
                         f"{CALIB_ERROR[1]:g}; 0,0: the render pose exactly)")
@@ -97,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in ("grasp", "trajectory")]
-    if bad or not tasks or args.episodes < 1 or args.workers < 1:
-        print(f"bopask sim-eval: tasks must be grasp/trajectory (got {bad or 'none'}), --episodes and --workers >= 1",
+    if bad or not tasks or args.episodes < 1 or args.workers < 1 or args.max_attempts < 1:
+        print(f"bopask sim-eval: tasks must be grasp/trajectory (got {bad or 'none'}), --episodes, --workers and "
+              "--max-attempts >= 1",
               file=sys.stderr)
         return 2
     try:
@@ -110,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  scenes=args.scenes, first_seed=args.seed, num_objects=args.objects,
                  direct=False if args.no_direct else None, progress=not args.quiet, answer_error=args.answer_error,
                  calib_error=args.calib_error, executor=args.executor, workers=args.workers, address=args.address,
-                 scene_family=args.scene_family, viewpoint=args.viewpoint)
+                 scene_family=args.scene_family, viewpoint=args.viewpoint, grasp_refine=args.grasp_refine,
+                 max_attempts=args.max_attempts)
     out = Path(args.out).resolve()
     print(f"\nmetrics: {out / 'metrics.json'}\nplot: {m['plot']}\nstrip: {m['strip']}")
     for task, path in m["plots"].items():

@@ -155,11 +155,12 @@ class NoisyClient:
         return replace(resp, answer=resp.answer.with_points(noisy))
 
 
-def make_pipeline(prep: PreparedScene, client: Any, backend: SimMotionBackend) -> TaskPipeline:
+def make_pipeline(prep: PreparedScene, client: Any, backend: SimMotionBackend, *, grasp_refine: str = "none",
+                  max_attempts: int = 1) -> TaskPipeline:
     """The product's pipeline as the node builds it: static TF from the calibration (the scene's
     miscalibrated extrinsic), the table measured (the pipeline's plane fit of the depth; ``table_height`` not
     given), the default safety envelope, the simulator as planner; inner path waypoints carried at least
-    :data:`CARRY_HEIGHT` up."""
+    :data:`CARRY_HEIGHT` up; ``grasp_refine``, ``max_attempts``: the node's parameters of those names (issue 19)."""
     from bopask_vlm.gripper import FINGER_TIP_Z, GRASP_DEPTH
 
     tf = TransformBuffer()
@@ -170,7 +171,8 @@ def make_pipeline(prep: PreparedScene, client: Any, backend: SimMotionBackend) -
     margin = t_m + math.sin(math.radians(r_deg)) * CAMERA_RANGE_M
     start = (FINGER_TIP_Z - GRASP_DEPTH) + backend.safety.min_height_above_table + 0.001 + margin
     return TaskPipeline(client, tf, base_frame=BASE_FRAME, safety=backend.safety, planner=backend, table_height=None,
-                        waypoint_height=CARRY_HEIGHT, start_height=start)
+                        waypoint_height=CARRY_HEIGHT, start_height=start, grasp_refine=grasp_refine,
+                        max_attempts=max_attempts)
 
 
 def _goal(record: Any) -> Goal:
@@ -265,6 +267,7 @@ def grasp_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline: Task
         res = pipeline.run(prep.frame.pipeline_frame(), _goal(record))
         out = res.plan
         metric = score_episode_answer(prep, record, res.answer)
+        metric.update(_first_answer_on_object(prep, wanted, res))
     if out is None or not isinstance(out.plan, GraspMeasure):
         status = res.status.value if res is not None else "pipeline_error"
         return Episode("grasp", prep.seed, record.id, noise_px, mode, False, reason_from_status(status).value,
@@ -274,6 +277,25 @@ def grasp_episode(prep: PreparedScene, backend: SimMotionBackend, pipeline: Task
     snap = _snapshot(prep.world) if snapshot else None
     return Episode("grasp", prep.seed, record.id, noise_px, mode, ok, reason.value, out.reason, out.plan.to_dict(),
                    time.perf_counter() - t0, snap, level, metric)
+
+
+def _first_answer_on_object(prep: PreparedScene, wanted: int | None, res: Any) -> dict[str, float]:
+    """``on_object``: 1 when the first answer's grasp point lies on the asked object in the frame's segmentation
+    (within 4 px of the finger tips' midpoint: the grasp point is 2 mm above the tips, while the "grasp centre"
+    keypoint, between the finger bases, is drawn above the object), else 0 (scoring only: the motion never sees
+    it); ``attempts``: asks of the model (issue 19)."""
+    attempts = list(getattr(res, "attempts", []) or [])
+    out = {"attempts": float(max(1, len(attempts)))}
+    pts = attempts[0].points if attempts else np.asarray(getattr(res.answer, "points", np.zeros((0, 2))), float)
+    seg = getattr(prep.frame, "seg", None)
+    if wanted is None or seg is None or len(pts) != 5 or not np.all(np.isfinite(pts[3:5])):
+        return out
+    body = prep.world.instances[wanted].body
+    u, v = (int(round(x)) for x in (pts[3] + pts[4]) / 2.0)
+    h, w = seg.shape
+    win = seg[max(0, v - 4):min(h, v + 5), max(0, u - 4):min(w, u + 5)]
+    out["on_object"] = float(win.size > 0 and bool(np.any(win == body)))
+    return out
 
 
 def placement_target(prep: PreparedScene, record: Any) -> NDArray[np.float64]:
@@ -462,6 +484,8 @@ def summarize(episodes: list[Episode], conditions: Sequence[str] | Sequence[floa
             row: dict[str, Any] = {"n": len(eps), "success": _rate(eps), "reasons": reasons}
             if task == "grasp":
                 row["nce_mean"] = float(np.mean(vals)) if vals else None
+                on = [e for e in eps if e.answer_metric.get("on_object") == 1.0]
+                row["on_object"] = {"n": len(on), "success": _rate(on)}  # the first answer on the asked object
             else:
                 row["end_px_median"] = float(np.median(vals)) if vals else None
                 m = [e.answer_metric["end_m"] for e in eps if "end_m" in e.answer_metric]
@@ -502,6 +526,10 @@ def table_markdown(summary: dict[str, Any], conditions: Sequence[str] | Sequence
         if task == "grasp":
             lines.append("| grasp NCE (mean) | " + " | ".join(
                 "-" if rows[lab]["nce_mean"] is None else f"{rows[lab]['nce_mean']:.2f}" for lab in labels) + " |")
+            on = [rows[lab].get("on_object") or {"n": 0, "success": None} for lab in labels]
+            if any(o["n"] for o in on):
+                lines.append("| grasp, answer on the asked object | " + " | ".join(
+                    "-" if o["success"] is None else f"{o['success'] * 100:.0f} % ({o['n']})" for o in on) + " |")
         else:
             lines.append("| end point px / cm (median) | " + " | ".join(
                 "-" if rows[lab]["end_px_median"] is None else f"{rows[lab]['end_px_median']:.1f} / " + (
@@ -704,25 +732,27 @@ def prepare_scene_job(seed: int, settings: SceneSettings) -> _Stub:
 
 
 def scene_episodes_job(seed: int, settings: SceneSettings, records: list[Any], items: list[tuple[str, int, str, bool]],
-                       conditions: list[tuple[str, Any, float]], direct: bool, client: Any, answer_seed: int = 0
-                       ) -> list[tuple[tuple[int, int, int], Episode]]:
+                       conditions: list[tuple[str, Any, float]], direct: bool, client: Any, answer_seed: int = 0,
+                       max_attempts: int = 1) -> list[tuple[tuple[int, int, int], Episode]]:
     """Executor task: rebuild scene ``seed`` (deterministic) and run its episodes: ``items`` (task, index in the
     task's sample, record id, snapshot) under each condition (level name, resolved level, noise px), then the
-    direct executions; ``answer_seed``: the answer-error model's (the one it was calibrated with). Returns
+    direct executions; ``answer_seed``: the answer-error model's (the one it was calibrated with); a condition's
+    optional 4th element is its ``grasp_refine`` setting, ``max_attempts`` the pipeline's. Returns
     ``(sort key, episode)`` pairs."""
     prep = settings.prepare(seed, records)
     by_id = {r.id: r for r in records}
     backend = SimMotionBackend(prep.world)
     out: list[tuple[tuple[int, int, int], Episode]] = []
     try:
-        for ci, (name, level, sigma) in enumerate(conditions):
+        for ci, (name, level, sigma, *refine) in enumerate(conditions):
             for task, k, rid, shot in items:
                 tcode = 1 if task == "grasp" else 2
                 rng = np.random.default_rng([int(seed), k, int(round(sigma * 1000)), tcode])
                 c = NoisyClient(_wrap_answer_error(client, level, answer_seed, records), sigma, rng)
                 run = grasp_episode if task == "grasp" else trajectory_episode
-                e = run(prep, backend, make_pipeline(prep, c, backend), by_id[rid], sigma,
-                        snapshot=shot and ci == 0, level=name)
+                pipe = make_pipeline(prep, c, backend, grasp_refine=refine[0] if refine else "none",
+                                     max_attempts=max_attempts)
+                e = run(prep, backend, pipe, by_id[rid], sigma, snapshot=shot and ci == 0, level=name)
                 out.append(((ci, tcode, k), e))
         if direct:
             for task, k, rid, _ in items:
@@ -753,7 +783,8 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
              progress: bool = True, use_real_mesh: bool = True, log: Callable[[str], None] | None = print,
              answer_error: Sequence[str] = (ORACLE,), calib_error: tuple[float, float] = CALIB_ERROR,
              executor: str | Any = "inline", workers: int = 1, address: str | None = None,
-             scene_family: str = "primitives", viewpoint: str | None = None, answer_seed: int = 0) -> dict[str, Any]:
+             scene_family: str = "primitives", viewpoint: str | None = None, answer_seed: int = 0,
+             grasp_refine: Sequence[str] = ("none",), max_attempts: int = 1) -> dict[str, Any]:
     """Run the evaluation; writes ``metrics.json``, ``episodes.jsonl``, ``success_vs_noise.png``,
     ``success_vs_nce.png``, ``success_vs_endpoint.png`` and ``strip.png`` under ``out_dir`` and returns the
     metrics. ``episodes``: per task and condition (answer-error level x noise level); ``scenes``: how many
@@ -763,7 +794,9 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     pipeline's extrinsic error per scene; ``executor``: ``inline``, ``process`` (``workers``), ``ray``
     (``address``) or an :class:`~bopask_vlm.datagen.executors.Executor`; ``scene_family``, ``viewpoint``: the
     scenes' (:class:`bopask_sim.world.SimWorld`); ``answer_seed``: the answer-error model's draws (calibration
-    and episodes alike)."""
+    and episodes alike); ``grasp_refine``: the pipeline's settings (``none``, ``local``), each a condition of its
+    own on the same episodes (with more than one, each level's name carries ``[setting]``); ``max_attempts``: asks
+    of the model per goal (issue 19)."""
     from tqdm import tqdm
 
     from bopask_vlm.clients import OracleClient
@@ -814,8 +847,10 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
         used = sorted({s.seed for items in jobs.values() for s, _ in items})
         pool = [r for s in ordered for r in s.records]  # the level is calibrated on every record the run made
         resolved = {name: resolve_answer_error(name, pool, answer_seed) for name in level_names}
-        levels = [(name, resolved[name][0]) for name in level_names]
-        conditions = [(name, lev, float(sigma)) for name, lev in levels for sigma in noise_levels]
+        settings_r = [str(r).strip() for r in grasp_refine if str(r).strip()] or ["none"]
+        levels = [(name if len(settings_r) == 1 else f"{name} [{r}]", resolved[name][0], r)
+                  for name in level_names for r in settings_r]
+        conditions = [(name, lev, float(sigma), r) for name, lev, r in levels for sigma in noise_levels]
         items_of: dict[int, list[tuple[str, int, str, bool]]] = {s: [] for s in used}
         shots = 0
         for t, items in jobs.items():
@@ -828,7 +863,7 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
         bar = tqdm(total=total, desc="sim episodes", unit="ep", disable=not progress)
         for s in used:
             ex.submit(s, scene_episodes_job, s, settings, stubs[s].records, items_of[s], conditions, direct, client,
-                      answer_seed)
+                      answer_seed, max_attempts)
         keyed: list[tuple[tuple[int, int, int], Episode]] = []
         while ex.pending():
             key, got, err = ex.wait()
@@ -843,13 +878,14 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
         ex.close()
     keyed.sort(key=lambda ke: ke[0])
     eps = [e for _, e in keyed]
-    labels = [condition_label(name, sigma, len(levels), len(noise_levels)) for name, _, sigma in conditions]
+    labels = [condition_label(name, sigma, len(levels), len(noise_levels)) for name, _, sigma, _ in conditions]
     run_tasks = [t for t in ("grasp", "trajectory") if t in tasks]
     summary = summarize(eps, labels, run_tasks)
     overlap = sorted(set(stubs) & set(TUNING_SEEDS))
     metrics = {"client": getattr(client, "model", type(client).__name__), "episodes_per_level": episodes,
                "noise_levels": list(noise_levels), "answer_error": level_names,
-               "levels": {name: _level_info(lev, resolved[name][1]) for name, lev in levels},
+               "levels": {name: _level_info(resolved[name][0], resolved[name][1]) for name in level_names},
+               "grasp_refine": settings_r, "max_attempts": max_attempts,
                "answer_seed": answer_seed,
                "conditions": labels, "calib_error": {"m": settings.calib_error[0], "deg": settings.calib_error[1]},
                "scene_family": scene_family, "viewpoint": viewpoint or "front",
@@ -867,7 +903,7 @@ def sim_eval(client: Any, *, episodes: int = 10, noise_levels: Sequence[float] =
     metrics["table"] = table_markdown(summary, labels) + "\n\n" + seeds_line(metrics) + (
         "\n\nAnswer-error levels calibrated on the run's records (every grasp and trajectory question of the "
         "scenes it built):\n\n" + "\n\n".join(calib) if calib else "")
-    plot, xlim = plot_success(summary, noise_levels, out / "success_vs_noise.png", [n for n, _ in levels])
+    plot, xlim = plot_success(summary, noise_levels, out / "success_vs_noise.png", [n for n, _, _ in levels])
     metrics["plot"], metrics["plot_noise_xlim"] = str(plot), list(xlim)
     metrics["plots"] = {t: str(p) for t, p in (("grasp", plot_success_by_metric(summary, "grasp", out / "success_vs_nce.png")),
                                                ("trajectory", plot_success_by_metric(summary, "trajectory",
