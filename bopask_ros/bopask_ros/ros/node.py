@@ -60,6 +60,7 @@ from bopask_ros.perception.camera_sync import CameraSync, DepthHealth, frame_siz
 from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
 from bopask_ros.perception.tf_buffer import TransformError, TransformWait, map_tf2_error
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
+from bopask_ros.ros.inline_goal import execute_inline
 from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
 from bopask_vlm.answers import Task
 from bopask_vlm.clients import VLMError
@@ -282,6 +283,9 @@ class BopaskNode(Node):
         self._active_goals = 0  # execute callbacks running (under _tickets_lock)
         self._closed = False
         self._warned_distortion = False
+        # markers, the debug image and the result's log line go out after the result, off the goal's thread
+        # (bench_node: they were on the path from the last stage to the result)
+        self._after = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="after_result")
         self.tf = self._make_tf()
         self.records = RecordIndex(self.params["oracle_records"]) if self.params["vlm_client"] == "oracle" else None
         self.planner = self._make_planner()
@@ -514,7 +518,9 @@ class BopaskNode(Node):
             req, ticket = self._pending.pop(id(goal_handle.request), (None, None))
             if req is goal_handle.request and ticket is not None and self.gate.bind(ticket):
                 self._bound[bytes(goal_handle.goal_id.uuid)] = ticket
-        goal_handle.execute()
+        # in this thread, not one executor round trip later (bopask_ros.ros.inline_goal; bench_node)
+        if not execute_inline(goal_handle):
+            goal_handle.execute()
 
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
         # stop the motion only for the goal that is running; a queued goal just leaves the queue
@@ -617,7 +623,7 @@ class BopaskNode(Node):
             plan = result.plan
             if result.status == ResultStatus.SUCCEEDED and plan is not None and plan.executed and plan.reason:
                 result.reason = plan.reason  # what the robot did (the simulator: what physically happened)
-            self._publish_visuals(frame, result)
+            self._after_result(self._publish_visuals, frame, result)
             msg = build_result(self.factory, iface, result, frame_id=frame_id, stamp=frame.stamp,
                                question=goal.question or "", model=self.params["vlm_model"],
                                pre_grasp_distance=self.safety.pre_grasp_distance, camera_frame_id=frame.frame_id)
@@ -627,7 +633,7 @@ class BopaskNode(Node):
                 goal_handle.canceled()
             else:
                 goal_handle.abort()
-            self.get_logger().info(f"{iface}: {result.status.value} {result.reason}")
+            self._after_result(self.get_logger().info, f"{iface}: {result.status.value} {result.reason}")
             return msg
         except Exception as e:  # the node keeps serving whatever one goal does
             self.get_logger().error(f"{iface} goal failed: {type(e).__name__}: {e}")
@@ -668,9 +674,17 @@ class BopaskNode(Node):
             return
         self._closed = True
         self.stop_goals()
+        self._after.shutdown(wait=True)
         close = getattr(self.planner, "close", None)
         if close is not None and self.params["motion_backend"] == "sim":
             close()
+
+    def _after_result(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(*args)`` on the after-result thread (in order), or here once that is shut down."""
+        try:
+            self._after.submit(fn, *args)
+        except RuntimeError:
+            fn(*args)
 
     # -- visualisation ---------------------------------------------------------------------------
     def _publish_visuals(self, frame: Frame, result: PipelineResult) -> None:

@@ -1,0 +1,45 @@
+"""Run an accepted action goal in the thread that accepted it, instead of one executor round trip later.
+
+rclpy's ``ServerGoalHandle.execute()`` (rclpy 7.1, Jazzy: ``rclpy/action/server.py``) moves the goal to
+EXECUTING and then ``ActionServer.notify_execute`` puts ``ActionServer._execute_goal`` on the executor with
+``create_task``: the executor's thread wakes on its guard condition, rebuilds its wait set and hands the task to
+a pool thread, which only then runs the execute callback. For bopask_node that trip was one of the three
+executor wake-ups per goal (goal request, execute, result request); profiled under ``benchmarks/bench_node.py``
+it costs a main-thread iteration and a thread hand-over each goal, milliseconds on a loaded machine.
+
+:func:`execute_inline` does what ``execute()`` and the scheduled task do, in order, in the calling thread (the
+pool thread that ran the goal request and ``handle_accepted_callback``): the EXECUTE transition (skipped when a
+cancel came first, as ``execute()`` skips it) and ``_execute_goal``, which calls the execute callback, aborts a
+goal left active and sets the result (its result requests are answered from that future, in this thread).
+
+``_execute_goal`` and ``_update_state`` are private to rclpy: where a release lacks them, or the execute
+callback is a coroutine that suspends, the function returns False before touching the goal and the caller uses
+``goal_handle.execute()``. No rclpy API offers a synchronous execute, so this is hand-written.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+def execute_inline(goal_handle: Any) -> bool:
+    """Run ``goal_handle``'s execute callback now, in this thread (see the module docstring). True when it ran;
+    False, with the goal untouched, where it cannot (then call ``goal_handle.execute()``)."""
+    server = getattr(goal_handle, "_action_server", None)
+    run = getattr(server, "_execute_goal", None)
+    update = getattr(goal_handle, "_update_state", None)
+    callback = getattr(server, "_execute_callback", None)
+    if run is None or update is None or callback is None or inspect.iscoroutinefunction(callback):
+        return False
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+    if not goal_handle.is_cancel_requested:
+        update(_rclpy.GoalEvent.EXECUTE)
+    coro = run(callback, goal_handle)
+    try:
+        coro.send(None)
+    except StopIteration:
+        return True
+    coro.close()  # a synchronous callback never suspends: this is not rclpy's _execute_goal any more
+    raise RuntimeError("rclpy's ActionServer._execute_goal suspended around a synchronous execute callback")
