@@ -85,12 +85,12 @@ class LateTF:
 def test_the_first_lookup_waits_longer_then_the_normal_timeout_holds():
     w = TransformWait(timeout_s=0.1, first_timeout_s=2.0, slice_s=0.05)
     t0 = time.monotonic()
-    assert w.run(LateTF(0.4)) == "T" and 0.35 < time.monotonic() - t0 < 1.0
+    assert w.run(LateTF(0.4)) == "T" and 0.35 < time.monotonic() - t0 < 1.5
     assert w.ready
     t0 = time.monotonic()
     with pytest.raises(FrameNotFoundError, match=r"waited 0\.1"):
         w.run(LateTF(5.0))
-    assert time.monotonic() - t0 < 0.4
+    assert time.monotonic() - t0 < 1.0  # tf_timeout_s 0.1, not the first 2.0 s
 
 
 def test_a_tf_that_never_comes_says_so_after_the_first_wait():
@@ -106,7 +106,7 @@ def test_a_cancel_ends_the_tf_wait_within_a_slice():
     t0 = time.monotonic()
     with pytest.raises(TransformError, match="canceled while waiting"):
         w.run(LateTF(10.0), flag.is_set)
-    assert time.monotonic() - t0 < 0.2 + 0.15
+    assert time.monotonic() - t0 < 0.2 + 0.5  # (5 s without the cancel; margin for a loaded machine)
 
 
 def test_malformed_input_is_not_waited_for():

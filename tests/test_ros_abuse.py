@@ -190,9 +190,9 @@ def test_cancels_close_their_requests_and_the_next_goal_is_served_at_once(env):
         run.cancel()
         status, result = run.result(10)
         assert status == GoalStatus.STATUS_CANCELED, result.status.reason
-        closed = _closed_within(server.hits_of("hang")[-1], t_cancel, 1.0)
+        closed = _closed_within(server.hits_of("hang")[-1], t_cancel, 1.5)
         _measured(f"cancel {i}: connection closed after the cancel", closed)
-        assert closed < 1.0, closed
+        assert closed < 1.5, closed
     time.sleep(0.5)
     assert len(server.hits_of("hang")) == n0 + 5  # no request after its goal's cancel (no retry)
     _served_within(env, "long", 3.0, "after 5 cancels")
@@ -356,7 +356,7 @@ def test_a_second_sigint_exits_at_once(env):
     _measured("second SIGINT: exit", dt)
     out = proc.output()
     assert rc == 0 and "Traceback" not in out, out
-    assert dt < 1.5, dt
+    assert dt < 2.5, dt  # (process exit under load; the first signal alone may take the grace period)
 
 
 # -- item 10: the tf2 adapter's first wait, its cancel, its errors (a stand-in tf2_ros: not installable here) ----
@@ -417,7 +417,7 @@ def test_tf2_adapter_waits_for_a_late_first_transform_and_maps_connectivity(monk
         t0 = time.monotonic()
         with pytest.raises(FrameNotFoundError, match="late_camera"):
             tf.lookup_transform("world", "late_camera", 1.0)
-        assert time.monotonic() - t0 < 0.5  # after the first: tf_timeout_s
+        assert time.monotonic() - t0 < 1.5  # after the first: tf_timeout_s 0.1, not 3.0
         with pytest.raises(ConnectivityError, match="same tree"):
             tf.lookup_transform("world", "map", 1.0)
         slow = Tf2Adapter(node, timeout_s=5.0)
@@ -426,7 +426,7 @@ def test_tf2_adapter_waits_for_a_late_first_transform_and_maps_connectivity(monk
         t0 = time.monotonic()
         with cancel_scope(flag.is_set), pytest.raises(TransformError, match="canceled"):
             slow.lookup_transform("world", "late_camera", 1.0)
-        assert time.monotonic() - t0 < 0.2 + 0.3
+        assert time.monotonic() - t0 < 0.2 + 0.6  # (5 s without the cancel)
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -49,7 +49,7 @@ def test_a_trickled_answer_ends_at_the_attempt_deadline_and_its_connection_close
     c = OpenAICompatibleClient(base_url=server.url, retries=0, timeout_s=0.8)
     dt, err = _timed(lambda: _ask(c, "the trickle mug"))
     assert isinstance(err, VLMServerError) and "timed out" in str(err), err
-    assert 0.75 <= dt < 0.8 + 0.5, dt
+    assert 0.75 <= dt < 0.8 + 0.8, dt  # (the margin: a loaded 2-core machine)
     hit = server.hits_of("trickle")[-1]
     server_wait = time.monotonic() + 2.0
     while hit.closed_at is None and time.monotonic() < server_wait:
@@ -63,7 +63,7 @@ def test_the_question_deadline_bounds_retries_and_backoff(server):
     n0 = len(server.hits_of("hang"))
     dt, err = _timed(lambda: _ask(c, "the hang mug"))
     assert isinstance(err, VLMServerError) and "within 1.0 s" in str(err), err
-    assert dt < 1.0 + 0.4, dt
+    assert dt < 1.0 + 0.8, dt  # (2.1 s without the question's deadline)
     assert len(server.hits_of("hang")) - n0 == 2  # the third attempt had no time left
 
 
@@ -75,13 +75,13 @@ def test_a_cancel_closes_the_running_request_at_once(server):
     with cancel_scope(flag.is_set):
         dt, err = _timed(lambda: _ask(c, "the hang mug"))
     assert isinstance(err, VLMCanceled), err
-    assert dt < 0.3 + 0.3, dt
+    assert dt < 0.3 + 0.6, dt
     hit = server.hits_of("hang")[-1]
     end = time.monotonic() + 2.0
     while hit.closed_at is None and time.monotonic() < end:
         time.sleep(0.02)
     assert hit.closed_at is not None, "the server never saw the connection close"
-    assert hit.closed_at - hit.came_at < 0.3 + 0.5
+    assert hit.closed_at - hit.came_at < 0.3 + 0.8
     time.sleep(0.3)
     assert len(server.hits_of("hang")) - n0 == 1  # no retry after the cancel
 
@@ -93,7 +93,7 @@ def test_a_cancel_during_the_backoff_ends_the_retry_loop(server):
     n0 = len(server.hits_of("http500"))
     with cancel_scope(flag.is_set):
         dt, err = _timed(lambda: _ask(c, "the http500 mug"))
-    assert isinstance(err, VLMCanceled) and dt < 0.2 + 0.3, (err, dt)
+    assert isinstance(err, VLMCanceled) and dt < 0.2 + 0.6, (err, dt)
     time.sleep(1.0)  # the second attempt would have come at 0.5 s
     assert len(server.hits_of("http500")) - n0 == 1
 

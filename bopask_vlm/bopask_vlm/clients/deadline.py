@@ -121,10 +121,10 @@ class DeadlineHTTP:
     async def _post(self, url: str, content: bytes, headers: dict[str, str], timeout_s: float) -> HTTPReply:
         import httpx
 
-        if self._client is None:  # made on the loop's thread, used only there
-            self._client = httpx.AsyncClient(timeout=None)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s):  # from here: making the first client counts too
+                if self._client is None:  # made on the loop's thread, used only there
+                    self._client = httpx.AsyncClient(timeout=None)
                 async with self._client.stream("POST", url, content=content,
                                                headers={**headers, "Content-Type": "application/json"},
                                                timeout=httpx.Timeout(timeout_s)) as r:
