@@ -14,6 +14,11 @@ Checked against moveit2's moveit_py sources for Jazzy (2.10; ``moveit_py/src/mov
   only for SUCCEEDED, ``.status`` its name). Humble's MoveItCpp is
   ``execute(group_name, robot_trajectory, blocking=True)`` and returns a bool; this adapter targets Jazzy.
 - ``MoveItPy.get_trajectory_execution_manager().stop_execution()`` (GIL released) stops a running execution.
+- ``plan()``, ``set_from_ik()`` and ``get_start_state()`` have no ``gil_scoped_release`` in their bindings (moveit2
+  jazzy ``planning_component.cpp``, ``robot_state.cpp``): while they run, every Python thread of the process
+  waits, the executor's cancel, feedback and camera callbacks included (issue 20 defect 10, not fixed here: it
+  needs the planning in another process). A cancel that arrives meanwhile is served when plan() returns, and the
+  runner's check between planning and executing keeps the trajectory from starting.
 - ``PlanningComponent.set_start_state(robot_state=...)``, ``set_start_state_to_current_state()`` and
   ``get_start_state()`` (the current state, waiting up to 1 s; None when none arrived),
   ``set_goal_state(pose_stamped_msg=..., pose_link=...)`` / ``set_goal_state(configuration_name=...)``,
@@ -105,10 +110,11 @@ class MoveItBackend:
 
     def __init__(self, robot: Any, params: Any, safety: SafetyEnvelope, *, messages: Any = None,
                  plan_request_parameters: Callable[[Any, str], Any] | None = None, ik_timeout_s: float = 0.1,
-                 ik_seeds: int = 6, finger_joints: Sequence[str] = ("panda_finger_joint1", "panda_finger_joint2"),
+                 ik_seeds: int = 4, finger_joints: Sequence[str] = ("panda_finger_joint1", "panda_finger_joint2"),
                  settle_s: float = 1.0, poll_s: float = 0.05, sleep: Callable[[float], None] = time.sleep) -> None:
         """``ik_seeds``: IK attempts (the current state, then random arm positions) before a target is called
-        unreachable; ``finger_joints``: the gripper's joints, their positions summed to the finger opening
+        unreachable (set_from_ik holds the GIL, like plan(): an unreachable target stalls the process for up to
+        ``ik_seeds * ik_timeout_s``); ``finger_joints``: the gripper's joints, their positions summed to the finger opening
         (the Panda's two fingers each move half of it); ``settle_s``: how long the opening may take to stop
         changing after a close."""
         self.robot = robot
