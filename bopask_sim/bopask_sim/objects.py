@@ -121,7 +121,9 @@ def mass_from_volume(mesh: Any, obj_id: int) -> float:
 
 
 def _random_colour(n: int) -> tuple[tuple[int, int, int], str]:
-    txt = open(_data_path(f"random_urdfs/{n:03d}/{n:03d}.urdf")).read()
+    from pathlib import Path
+
+    txt = Path(_data_path(f"random_urdfs/{n:03d}/{n:03d}.urdf")).read_text()
     m = re.search(r'rgba="([^"]+)"', txt)
     rgb = tuple(int(round(float(v) * 255)) for v in m.group(1).split()[:3]) if m else (128, 128, 128)
     name = min(_COLOUR_NAMES, key=lambda k: sum((a - b) ** 2 for a, b in zip(_COLOUR_NAMES[k], rgb)))
@@ -135,14 +137,15 @@ def random_usable(n: int) -> bool:
 
 
 def random_object(n: int) -> SimObject:
-    """``random_urdfs/NNN`` as a mixed-family object (BOP id ``RANDOM_ID0 + n``)."""
+    """``random_urdfs/NNN`` as a mixed-family object (BOP id ``RANDOM_ID0 + n``), named by its colour and shape
+    ("blue chip", "red blob", "green bar": as a person would say it; a scene holds one of each name)."""
     if not 0 <= n < NUM_RANDOM:
         raise ValueError(f"pybullet_data has random_urdfs 000..{NUM_RANDOM - 1:03d}, not {n}")
     if not random_usable(n):
         raise ValueError(f"random_urdfs/{n:03d} is empty or too thin a shell (fills < {MIN_HULL_FILL} of its hull)")
     oid = RANDOM_ID0 + n
     rgb, cname = _random_colour(n)
-    name = f"{cname} {_shape_word(_mesh_of(oid))} {n:03d}"
+    name = f"{cname} {_shape_word(_mesh_of(oid))}"
     return SimObject(oid, name, synthetic.CatalogObject(oid, name, "mesh", (), rgb),
                      mass=mass_from_volume(_mesh_of(oid), oid), source="random_urdf")
 
@@ -158,9 +161,8 @@ def _shape_word(mesh: Any) -> str:
 
 @lru_cache(maxsize=2)
 def mixed_catalogue(use_real_mesh: bool = True) -> tuple[tuple[SimObject, ...], tuple[SimObject, ...], int]:
-    """The ``mixed`` family: (the primitives family with masses from volume, the named meshes, the indices of the
-    generated objects); generated objects are built on demand by :func:`random_object` (1,000 of them)."""
-
+    """The ``mixed`` family: (the primitives family with masses from volume, the named meshes, the number of
+    generated objects); generated objects are built on demand by :func:`random_object`."""
     base = []
     for o in catalogue(use_real_mesh, pybullet_models=True):
         base.append(dataclasses.replace(o, mass=mass_from_volume(object_mesh(o), o.obj_id)))
@@ -190,10 +192,9 @@ def pick_mixed(n: int, rng: np.random.Generator, use_real_mesh: bool = True,
             if not random_usable(k):
                 continue
             o = random_object(k)
-        key = o.name.rsplit(" ", 1)[0] if o.source == "random_urdf" else o.name  # "blue chip" once per scene
-        if key in names:
+        if o.name in names:  # one "blue chip" per scene: a name says which object
             continue
-        names.add(key)
+        names.add(o.name)
         out.append(o)
     return out
 
