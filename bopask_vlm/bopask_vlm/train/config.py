@@ -33,7 +33,10 @@ class ModelConfig:
     max_pixels: int | None = None
     dtype: str = "bfloat16"  # weights while training: bfloat16 | float32
     attn_implementation: str | None = None  # e.g. "flash_attention_2", "sdpa"
-    freeze_vision: bool = True  # full fine-tuning: keep the vision tower (and merger) frozen
+    # full fine-tuning: keep the vision tower (and merger) frozen; unset: frozen unless random_init
+    freeze_vision: bool | None = None
+    # the checkpoint is randomly initialised (training from scratch): its vision tower trains (train/labelled_loss.py)
+    random_init: bool = False
 
 
 @dataclass
@@ -72,6 +75,8 @@ class OptimConfig:
     gradient_checkpointing: bool = True
     bf16: bool = True
     seed: int = 0
+    # apply the LM head only where a token is labelled (same loss, far less compute/memory: labelled_loss.py)
+    loss_at_labels_only: bool = False
 
 
 @dataclass

@@ -32,6 +32,12 @@ from bopask_vlm.train.data import (
     read_records,
 )
 from bopask_vlm.train.export import export_model, finalize_model_dir
+from bopask_vlm.train.labelled_loss import (
+    labelled_token_loss,
+    trainer_class,
+    vision_frozen,
+    warn_if_random_vision_frozen,
+)
 from bopask_vlm.train.processor import load_processor
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,7 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Any:
     except OSError as e:
         raise TrainError(f"cannot load model {src}: {e}") from e
     model.config.use_cache = False
+    warn_if_random_vision_frozen(cfg)
     if cfg.lora.enabled:
         from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -96,7 +103,7 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Any:
             model = get_peft_model(model, lcfg)
         if cfg.optim.gradient_checkpointing:
             model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
-    elif cfg.model.freeze_vision:
+    elif vision_frozen(cfg):
         frozen = 0
         for name, p in model.named_parameters():
             if re.search(r"(^|\.)(visual|vision_tower|vision_model)\.", name):
@@ -398,11 +405,12 @@ def prepare(cfg: TrainConfig, *, resume_step: int = 0, model: Any = None,
         bench = make_benchmark_callback(processor, encoder, eval_records[: cfg.data.eval_samples],
                                         cfg.run.eval_steps, cfg.data.eval_max_new_tokens)
         callbacks.append(bench)
-    trainer = Trainer(
+    trainer = trainer_class(Trainer)(
         model=model, args=args, train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=SFTCollator(pad_id), callbacks=callbacks,
-        compute_loss_func=answer_token_loss,
+        compute_loss_func=labelled_token_loss if cfg.optim.loss_at_labels_only else answer_token_loss,
     )
+    trainer.loss_at_labels_only = cfg.optim.loss_at_labels_only
     if bench is not None:
         bench.trainer = trainer
     return TrainRun(cfg, trainer, processor, encoder, train_ds, eval_records, bench)
