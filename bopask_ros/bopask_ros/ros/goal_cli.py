@@ -103,6 +103,37 @@ def to_plain(msg: Any) -> Any:
     return str(msg)
 
 
+def race_free_action_client(node: Any, action_type: Any, name: str) -> Any:
+    """An rclpy ActionClient without rclpy 7.1's send/response race (ros2/rclpy#1123): the Jazzy wheels' client
+    sends a request and only then files its future, so a response the spinning thread takes in between is dropped
+    ("Ignoring unexpected goal response") and the goal hangs. As upstream's fix (ros2/rclpy#1308, not in these
+    wheels), one lock covers sending and filing, and taking responses (tests/_ros_helpers.py does the same)."""
+    from rclpy.action import ActionClient
+
+    class RaceFreeActionClient(ActionClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._race_lock = threading.RLock()
+            super().__init__(*args, **kwargs)
+
+        def send_goal_async(self, *args: Any, **kwargs: Any) -> Any:
+            with self._race_lock:
+                return super().send_goal_async(*args, **kwargs)
+
+        def _cancel_goal_async(self, goal_handle: Any) -> Any:
+            with self._race_lock:
+                return super()._cancel_goal_async(goal_handle)
+
+        def _get_result_async(self, goal_handle: Any) -> Any:
+            with self._race_lock:
+                return super()._get_result_async(goal_handle)
+
+        def take_data(self) -> Any:
+            with self._race_lock:
+                return super().take_data()
+
+    return RaceFreeActionClient(node, action_type, name)
+
+
 def _wait(fut: Any, timeout_s: float, what: str) -> Any:
     done = threading.Event()
     fut.add_done_callback(lambda _: done.set())
@@ -133,10 +164,8 @@ def send_goal(node: Any, task: str, goal: Any, action_cls: Any, *, node_name: st
               on_feedback: Any = None) -> Any:
     """Send ``goal`` to ``<node_name>/<action>``, call ``on_feedback(StageFeedback)`` for each feedback, return the
     result message. ``node`` must be spun by an executor in another thread. Raises GoalError, TimeoutError."""
-    from rclpy.action import ActionClient
-
     name = f"{node_name.rstrip('/')}/{TASKS[task][0]}"
-    ac = ActionClient(node, action_cls, name)
+    ac = race_free_action_client(node, action_cls, name)
     try:
         if not ac.wait_for_server(timeout_sec=server_timeout_s):
             raise GoalError(f"no action server {name} within {server_timeout_s:g} s (is bopask_node running, in this "
