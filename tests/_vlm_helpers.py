@@ -20,6 +20,7 @@ class FakeChatServer:
     def __init__(self) -> None:
         self.mode = "ok"
         self.content = ""
+        self.contents: list[str] | None = None  # several choices (a request with n): these, in order
         self.finish_reason = "stop"
         self.bodies: list[dict] = []
         outer = self
@@ -38,9 +39,10 @@ class FakeChatServer:
                     self.end_headers()
                     self.wfile.write(b"internal error")
                     return
+                texts = outer.contents if outer.contents is not None else [outer.content]
                 payload = b"<html>not json</html>" if outer.mode == "html" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": outer.content},
-                                  "finish_reason": outer.finish_reason}]}).encode()
+                    {"choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                                  "finish_reason": outer.finish_reason} for i, t in enumerate(texts)]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -77,12 +77,19 @@ class VLMRequest:
         return int(self.image.shape[0])
 
     def question_text(self, convention: CoordConvention | str = CoordConvention.PIXELS) -> str:
-        """The question sent to the model: ``question`` as given, else built by the prompt module."""
+        """The question sent to the model: ``question`` as given, else built by the prompt module; a re-ask's
+        ``feedback`` (the failure of the previous answer) goes in front of it."""
         if self.question:
-            return adapt_instruction(self.question, self.task, convention)
-        if self.record is not None and not self.objects:
-            return adapt_instruction(self.record.question, self.task, convention)
-        return make_question(self.task, self.objects, self.relation, convention=convention)
+            text = adapt_instruction(self.question, self.task, convention)
+        elif self.record is not None and not self.objects:
+            text = adapt_instruction(self.record.question, self.task, convention)
+        else:
+            text = make_question(self.task, self.objects, self.relation, convention=convention)
+        if self.feedback:
+            from bopask_vlm.reask_prompts import reask_question
+
+            text = reask_question(text, self.feedback)
+        return text
 
 
 @dataclass

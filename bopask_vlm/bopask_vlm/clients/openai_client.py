@@ -65,12 +65,21 @@ class OpenAICompatibleClient(VLMClient):
                  convention: CoordConvention | str = CoordConvention.PIXELS, structured: str = "json_schema",
                  timeout_s: float = 30.0, retries: int = 2, backoff_s: float = 0.5, max_tokens: int = 768,
                  api_key_env: str = "BOPASK_VLM_API_KEY", jpeg_quality: int = 90,
-                 total_timeout_s: float | None = None, max_response_bytes: int = 1 << 20) -> None:
+                 total_timeout_s: float | None = None, max_response_bytes: int = 1 << 20,
+                 reask_samples: int = 1, reask_temperature: float = 0.7) -> None:
         """``timeout_s``: the total deadline of one attempt (connect to the last byte of the answer, whatever the
         server does); ``total_timeout_s``: of one question, retries and backoff included (None: ``timeout_s`` x
         attempts); ``max_response_bytes``: a larger answer is refused unread (an answer is a few hundred bytes).
         A request stops as soon as the cancel flag of the calling thread is set
-        (:func:`bopask_vlm.clients.deadline.cancel_scope`): its connection is closed and no retry follows."""
+        (:func:`bopask_vlm.clients.deadline.cancel_scope`): its connection is closed and no retry follows.
+        ``reask_samples``, ``reask_temperature``: a re-ask (``request.attempt > 0``, the failure named in
+        ``request.feedback``) is sampled at that temperature, ``n`` answers at once; the first that decodes is the
+        answer (a first ask stays greedy, one answer)."""
+        if int(reask_samples) < 1 or not 0.0 <= float(reask_temperature) <= 2.0:
+            raise ValueError(f"reask_samples must be >= 1 and reask_temperature in [0, 2], got {reask_samples!r}, "
+                             f"{reask_temperature!r}")
+        self.reask_samples = int(reask_samples)
+        self.reask_temperature = float(reask_temperature)
         if structured not in ("json_schema", "text_grammar", "none"):
             raise ValueError(f"structured must be 'json_schema', 'text_grammar' or 'none', got {structured!r}")
         self.base_url = base_url.rstrip("/")
@@ -103,6 +112,10 @@ class OpenAICompatibleClient(VLMClient):
             "temperature": 0.0,
             "max_tokens": self.max_tokens,
         }
+        if int(getattr(request, "attempt", 0)) > 0:  # a re-ask: other answers than the greedy one that failed
+            body["temperature"] = self.reask_temperature
+            if self.reask_samples > 1:
+                body["n"] = self.reask_samples
         if self.structured == "json_schema":
             ex, ey = model_extent(self.convention, request.width, request.height, self.resize)
             schema = json_schema(request.task, ex, ey, integer=self.convention.integer)
@@ -114,6 +127,25 @@ class OpenAICompatibleClient(VLMClient):
 
             body["structured_outputs"] = {"regex": text_regex(request.task, self.convention)}
         return body
+
+    def _first_decodable(self, request: VLMRequest, choices: list[dict[str, Any]]) -> Any:
+        """The content of the first choice that decodes into a valid answer (several only when a re-ask asked for
+        ``n`` samples); else the first choice's (decoding it then says what is wrong)."""
+        if len(choices) > 1:
+            from bopask_vlm.clients.base import decode_answer
+
+            for ch in choices:
+                text = ch.get("message", {}).get("content")
+                if not isinstance(text, str) or ch.get("finish_reason") == "length":
+                    continue
+                try:
+                    decode_answer(request.task, text, self.convention, request.width, request.height,
+                                  self.structured == "json_schema", self.resize)
+                except VLMAnswerError:
+                    continue
+                choices[0] = ch  # the finish reason checked below is this choice's
+                return text
+        return choices[0]["message"]["content"]
 
     def generate(self, request: VLMRequest, question: str) -> tuple[str, bool]:
         import httpx
@@ -153,7 +185,7 @@ class OpenAICompatibleClient(VLMClient):
                 raise VLMServerError(f"{url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
             try:
                 data = json.loads(r.content)
-                content = data["choices"][0]["message"]["content"]
+                content = self._first_decodable(request, data["choices"])
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise VLMServerError(f"{url} answered something that is not a chat completion: "
                                      f"{type(e).__name__}: {r.text[:200]!r}") from e
