@@ -78,6 +78,17 @@ def test_yes_no_goal_and_a_failed_goal(node, capsys):
     out = capsys.readouterr().out
     assert "answer_yes:" in out and not any(ln.startswith("[") for ln in out.splitlines())
     assert out.rstrip().splitlines()[-1].startswith(f"{task}: SUCCEEDED")
+    # the command in its own process exits with the status, not an abort at interpreter exit (a spin thread did)
+    import subprocess
+    import sys
+
+    from _ros_helpers import node_source_path, ros_env
+
+    env = ros_env()
+    env["PYTHONPATH"] = node_source_path()
+    r = subprocess.run([sys.executable, "-m", "bopask_ros.ros.goal_cli", task, *node[task], "--quiet"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.rstrip().splitlines()[-1].startswith(f"{task}: SUCCEEDED"), r.stderr
     # an object no record knows: the oracle has no answer, the goal fails, the status is named, exit 1
     assert goal_cli.main(["pose", "the purple unicorn", "--quiet"]) == 1
     last = capsys.readouterr().out.rstrip().splitlines()[-1]

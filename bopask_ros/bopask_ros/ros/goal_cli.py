@@ -134,7 +134,14 @@ def race_free_action_client(node: Any, action_type: Any, name: str) -> Any:
     return RaceFreeActionClient(node, action_type, name)
 
 
-def _wait(fut: Any, timeout_s: float, what: str) -> Any:
+def _wait(fut: Any, timeout_s: float, what: str, executor: Any = None) -> Any:
+    """The future's result: spinning ``executor`` here until it is done, or (None) waiting for a node that another
+    thread spins."""
+    if executor is not None:
+        executor.spin_until_future_complete(fut, timeout_sec=timeout_s)
+        if not fut.done():
+            raise TimeoutError(f"no {what} within {timeout_s:g} s")
+        return fut.result()
     done = threading.Event()
     fut.add_done_callback(lambda _: done.set())
     if not done.wait(timeout_s):
@@ -142,7 +149,7 @@ def _wait(fut: Any, timeout_s: float, what: str) -> Any:
     return fut.result()
 
 
-def _settle_discovery(ac: Any, action_cls: Any, timeout_s: float) -> None:
+def _settle_discovery(ac: Any, action_cls: Any, timeout_s: float, executor: Any = None) -> None:
     """After ``wait_for_server``: one answered result request for a goal id that does not exist, so the server has
     discovered this client's readers too (else Fast DDS may drop the goal's response and the goal is lost)."""
     from rclpy.action.client import ClientGoalHandle
@@ -152,7 +159,7 @@ def _settle_discovery(ac: Any, action_cls: Any, timeout_s: float) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         try:
-            _wait(probe.get_result_async(), min(1.0, max(0.05, end - time.monotonic())), "probe")
+            _wait(probe.get_result_async(), min(1.0, max(0.05, end - time.monotonic())), "probe", executor)
             return
         except TimeoutError:
             continue
@@ -161,26 +168,27 @@ def _settle_discovery(ac: Any, action_cls: Any, timeout_s: float) -> None:
 
 def send_goal(node: Any, task: str, goal: Any, action_cls: Any, *, node_name: str = "/bopask_node",
               server_timeout_s: float = 10.0, timeout_s: float = 60.0,
-              on_feedback: Any = None) -> Any:
+              on_feedback: Any = None, executor: Any = None) -> Any:
     """Send ``goal`` to ``<node_name>/<action>``, call ``on_feedback(StageFeedback)`` for each feedback, return the
-    result message. ``node`` must be spun by an executor in another thread. Raises GoalError, TimeoutError."""
+    result message. ``executor``: spun here while waiting (the command line: no thread); None: ``node`` is spun by
+    an executor in another thread. Raises GoalError, TimeoutError."""
     name = f"{node_name.rstrip('/')}/{TASKS[task][0]}"
     ac = race_free_action_client(node, action_cls, name)
     try:
         if not ac.wait_for_server(timeout_sec=server_timeout_s):
             raise GoalError(f"no action server {name} within {server_timeout_s:g} s (is bopask_node running, in this "
                             "ROS_DOMAIN_ID, under that name?)")
-        _settle_discovery(ac, action_cls, server_timeout_s)
+        _settle_discovery(ac, action_cls, server_timeout_s, executor)
         cb = (lambda fb: on_feedback(fb.feedback.feedback)) if on_feedback else None
-        handle = _wait(ac.send_goal_async(goal, feedback_callback=cb), server_timeout_s, "goal response")
+        handle = _wait(ac.send_goal_async(goal, feedback_callback=cb), server_timeout_s, "goal response", executor)
         if not handle.accepted:
             raise GoalError(f"{name} rejected the goal (another goal running with busy_policy reject, or bad goal "
                             "fields: the node's log says which)")
         try:
-            return _wait(handle.get_result_async(), timeout_s, "result").result
+            return _wait(handle.get_result_async(), timeout_s, "result", executor).result
         except (TimeoutError, KeyboardInterrupt):
             try:
-                _wait(handle.cancel_goal_async(), 5.0, "cancel response")
+                _wait(handle.cancel_goal_async(), 5.0, "cancel response", executor)
             except TimeoutError:
                 pass
             raise
@@ -212,10 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = rclpy.Context()
     rclpy.init(args=None, context=context)
     node = rclpy.create_node(f"bopask_goal_{uuid.uuid4().hex[:8]}", context=context)
-    executor = SingleThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)  # spun by this thread while it waits: no spin thread
     executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
     t0 = time.monotonic()
 
     def feedback(fb: Any) -> None:
@@ -226,10 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = 2
     try:
         result = send_goal(node, args.task, goal, action_cls, node_name=args.node,
-                           server_timeout_s=args.server_timeout, timeout_s=args.timeout, on_feedback=feedback)
+                           server_timeout_s=args.server_timeout, timeout_s=args.timeout, on_feedback=feedback,
+                           executor=executor)
         code = int(result.status.code)
         name = STATUS_NAMES[code] if code < len(STATUS_NAMES) else str(code)
-        print(yaml.safe_dump({"result": to_plain(result)}, sort_keys=False, width=120).rstrip())
+        plain = to_plain(result)
+        if code != 0:  # a failed goal's poses and points are empty: its status and attempts say what happened
+            plain = {k: v for k, v in plain.items()
+                     if k == "status" or k == "attempts" and v or k == "answer" and v.get("raw_text")}
+        print(yaml.safe_dump({"result": plain}, sort_keys=False, width=120).rstrip())
         print(f"{args.task}: {name} in {time.monotonic() - t0:.2f} s"
               + (f": {result.status.reason}" if result.status.reason else ""))
         rc = 0 if code == 0 else 1
