@@ -138,6 +138,7 @@ def test_primitives_family_keeps_the_original_scenes():
 def test_oblique_viewpoint_sees_the_objects(mixed):
     w, _ = mixed
     with SimWorld(SEED, 5, scene_family="mixed", viewpoint="oblique") as o:
+        assert o.viewpoint == "oblique" and w.viewpoint == "front"
         f = o.capture()
         assert o.T_world_camera[2, 3] <= 0.5 * w.T_world_camera[2, 3] + 1e-9  # half as high
         look = o.T_world_camera[:3, 2]
@@ -155,8 +156,11 @@ def test_oblique_viewpoint_sees_the_objects(mixed):
         SimWorld(0, 1, viewpoint="top")
     with pytest.raises(SceneError, match="scene_family"):
         SimWorld(0, 1, scene_family="ycb")
-    with pytest.raises(SceneError, match="could not place"):
-        SimWorld(301, 5)  # the primitives family: 2 cm circles, no room on this seed
+    from bopask_sim import world as world_mod
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(SceneError, match="could not place"):
+        mp.setattr(world_mod, "OBJECT_AREA", 0.08)  # the primitives family: no room for 5 objects 2 cm apart
+        SimWorld(0, 5)
     with pytest.raises(SceneError, match="could not place"):
         SimWorld(0, 8, scene_family="mixed", clutter=Clutter(min_gap=0.2, near_gap=0.2))
 

@@ -143,7 +143,7 @@ class SimWorld:
             raise SceneError("give a calibration or a named viewpoint, not both")
         self.seed = int(seed)
         self.scene_family = scene_family
-        self.viewpoint = viewpoint or "front"
+        self.viewpoint = viewpoint or ("front" if calibration is None else "calibration")  # a name for reports
         self.depth_model = FAMILY_DEPTH_MODEL[scene_family] if depth_model is None else \
             (None if depth_model == "synthetic" else depth_model)
         #: pairs of instances placed touching (mixed family)
