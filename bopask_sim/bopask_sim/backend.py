@@ -72,6 +72,11 @@ def perceived_base_point(T_base_hand: NDArray[np.float64], plane_base: tuple[Any
     return c - (float(n @ c) + off) * n
 
 
+#: joint change (rad, any joint) between the solutions at a straight segment's two ends beyond which
+#: :meth:`SimMotionBackend.grasp_problem` expects an elbow flip on the way (a 10-15 cm line needs ~0.3 rad)
+ELBOW_FLIP_RAD = 1.0
+
+
 class SimMotionBackend:
     """Planner protocol over a :class:`SimWorld`. ``safety``: the envelope whose ``pre_grasp`` distance the grasp
     steps use (default: the node's default envelope); ``lift_distance``: the grasp's final lift (m)."""
@@ -167,15 +172,23 @@ class SimMotionBackend:
         """None when the arm reaches every pose of the grasp's steps (either of the two equivalent grasps), else
         why not: the Planner port's optional reachability check that grasp refinement asks of its candidates
         (:func:`bopask_ros.grasp.refine.refine_grasp`). Nothing moves."""
-        first: IKError | None = None
+        first: IKError | str | None = None
         with self.world.lock:
             for T_try in grasp_alternatives(T_base_skeleton):
+                steps = grasp_steps(T_try, self.safety, lift_distance=self.lift_distance)
                 try:
-                    check_reachable(grasp_steps(T_try, self.safety, lift_distance=self.lift_distance), self.arm,
-                                    self._to_world)
-                    return None
+                    sols = check_reachable(steps, self.arm, self._to_world)
                 except IKError as e:
                     first = first or e
+                    continue
+                # a straight segment whose ends' joint solutions lie far apart needs an elbow flip on the way (the
+                # arm's straight-line follower refuses a 0.5 rad jump between 5 mm steps)
+                idx = sorted(sols)
+                flip = [steps[b].label for a, b in zip(idx[:-1], idx[1:])
+                        if steps[b].kind == "linear" and float(np.max(np.abs(sols[b] - sols[a]))) > ELBOW_FLIP_RAD]
+                if not flip:
+                    return None
+                first = first or f"{flip[0]}: the straight line needs a joint-space jump (elbow flip)"
         return f"ik_failure: {first}"
 
     def grasp(self, T_base_skeleton: NDArray[np.float64], *, execute: bool = True,
