@@ -15,9 +15,9 @@ import pytest
 from bopask_sim.evaluate import sim_eval
 from bopask_vlm.clients import OracleClient
 
-#: 5 grasps need two scenes (at most 4 per scene): the run tops up after its one planned scene; the answers of
-#: the answer-error model (its calibrated level travels to the workers)
-RUN = dict(episodes=5, tasks=("grasp",), scenes=1, direct=False, snapshots=0, log=None,
+#: 4 grasps need two scenes of 3 objects (a grasp question per object): the run tops up after its one planned
+#: scene; the answers of the answer-error model (its calibrated level travels to the workers)
+RUN = dict(episodes=4, tasks=("grasp",), scenes=1, num_objects=3, direct=False, snapshots=0, log=None,
            answer_error=("nvila15b-sft",))
 
 
@@ -41,14 +41,14 @@ def test_the_progress_bar_counts_the_scenes_the_summary_names(inline_run):
     bars = re.findall(r"sim scenes: .*?(\d+)/(\d+)", err)
     assert bars, "the scene bar was drawn"
     done, total = map(int, bars[-1])
-    assert len(m["scenes"]) == 2 and done == total == 2  # was 1/1 with two scenes built
-    assert m["by_task"]["grasp"]["nvila15b-sft"]["n"] == 5 and set(m["scenes_by_task"]["grasp"]) == set(m["scenes"])
+    assert len(m["scenes"]) >= 2 and done == total == len(m["scenes"])  # was 1/1 with two scenes built
+    assert m["by_task"]["grasp"]["nvila15b-sft"]["n"] == 4 and set(m["scenes_by_task"]["grasp"]) == set(m["scenes"])
 
 
 def test_a_process_pool_gives_the_same_episodes(tmp_path, inline_run):
     m_ref, eps_ref, _ = inline_run
     m = sim_eval(OracleClient(), out_dir=tmp_path, executor="process", workers=2, progress=False, **RUN)
-    assert m["scenes"] == m_ref["scenes"] and len(m["scenes"]) == 2  # both scenes, one per worker
+    assert m["scenes"] == m_ref["scenes"] and len(m["scenes"]) >= 2  # the scenes spread over both workers
     assert _episodes(tmp_path) == eps_ref
     assert m["by_task"] == m_ref["by_task"]
 
