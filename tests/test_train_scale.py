@@ -77,7 +77,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(datagen_sets, t
 def _on_datagen(path: str, train: Path, val: Path) -> str:
     """A shipped config's data path, moved onto the test's datagen outputs (same layout below the root)."""
     for prefix, root in (("/data/bopask/train", train), ("/data/bopask/val", val), ("/tmp/bopask_small", train),
-                         ("bopask_small", train)):  # tiny_cpu.yaml: relative to the working directory
+                         ("bopask_small", train), ("scratch_data", train)):  # tiny_cpu/scratch_cpu.yaml: relative to the cwd
         if path.startswith(prefix):
             return str(root) + path[len(prefix):]
     raise AssertionError(f"unexpected data path {path} in a shipped config")

@@ -98,8 +98,7 @@ def _qwen2_tokenizer_json() -> str:
     return tok.to_str()
 
 
-def _model_config() -> dict:
-    text_hidden = 64
+def _model_config(text_hidden: int = 64, text_layers: int = 2, vision_depth: int = 2, vision_hidden: int = 128) -> dict:
     return {
         "architectures": ["Qwen2_5_VLForConditionalGeneration"],
         "model_type": "qwen2_5_vl",
@@ -112,10 +111,10 @@ def _model_config() -> dict:
             "model_type": "qwen2_5_vl_text",
             "vocab_size": QWEN25_VL_VOCAB_SIZE,
             "hidden_size": text_hidden,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 1,
-            "num_key_value_heads": 1,
+            "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_hidden // 64,  # head_dim 64 (vLLM refuses smaller heads)
+            "num_key_value_heads": text_hidden // 64,
             "head_dim": 64,
             "max_position_embeddings": 4096,
             "rms_norm_eps": 1e-6,
@@ -127,25 +126,27 @@ def _model_config() -> dict:
         },
         "vision_config": {
             "model_type": "qwen2_5_vl_vision",
-            "depth": 2,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_heads": 2,
+            "depth": vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": max(1, vision_hidden // 64),
             "out_hidden_size": text_hidden,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "window_size": 112,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [vision_depth - 1],
             "tokens_per_second": 2,
         },
     }
 
 
-def build_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, *, text_hidden: int = 64, text_layers: int = 2,
+                         vision_depth: int = 2, vision_hidden: int = 128) -> Path:
     """Write a randomly initialised tiny Qwen2.5-VL checkpoint directory to ``out_dir`` and return it.
 
-    Same ``seed`` -> same weights. Files: config.json, generation_config.json, model.safetensors,
+    Same ``seed`` -> same weights. The size arguments (text width, a multiple of 64; layers; vision tower depth
+    and width) default to the tests' tiny model; ``train/configs/scratch_cpu.yaml`` builds a larger one. Files: config.json, generation_config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json, chat_template (in the processor files),
     preprocessor_config.json / processor_config.json. Needs no network and no torchvision.
     """
@@ -162,7 +163,9 @@ def build_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    config = Qwen2_5_VLConfig(**_model_config())
+    if text_hidden % 64 or text_hidden < 64:
+        raise ValueError(f"text_hidden must be a multiple of 64, got {text_hidden}")
+    config = Qwen2_5_VLConfig(**_model_config(text_hidden, text_layers, vision_depth, vision_hidden))
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(

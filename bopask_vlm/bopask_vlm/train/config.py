@@ -90,6 +90,7 @@ class RunConfig:
     deepspeed: str | dict[str, Any] | None = None  # DeepSpeed config: a JSON path or the config inline
     merge_lora: bool = True  # export: merge the adapter into the base weights (else save it beside them)
     progress: bool = True
+    loss_plot: bool = True  # draw output_dir/loss.png (+ loss_history.json) while training (train/loss_plot.py)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from bopask_vlm.train.labelled_loss import (
     vision_frozen,
     warn_if_random_vision_frozen,
 )
+from bopask_vlm.train.loss_plot import loss_plot_callback
 from bopask_vlm.train.processor import load_processor
 
 log = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ def prepare(cfg: TrainConfig, *, resume_step: int = 0, model: Any = None,
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if pad_id is None:
         raise TrainError("the tokenizer has neither a pad nor an eos token")
-    callbacks = []
+    callbacks = [loss_plot_callback(cfg.run.output_dir)] if cfg.run.loss_plot else []
     bench = None
     if eval_records and cfg.run.eval_steps:
         bench = make_benchmark_callback(processor, encoder, eval_records[: cfg.data.eval_samples],
