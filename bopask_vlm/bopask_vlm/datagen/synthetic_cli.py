@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=480, help="image height (px)")
     p.add_argument("--no-noise", action="store_true", help="perfect depth (no RealSense-like noise/holes)")
     p.add_argument("--no-real-mesh", action="store_true", help="primitives only (skip the LineMOD mesh)")
+    from bopask_vlm.datagen.synthetic import STACK_PROBABILITY
+
+    p.add_argument("--stack", type=float, default=STACK_PROBABILITY,
+                   help="chance that an object rests on another one (so 'above'/'below' are sometimes Yes); 0: all "
+                        "on the table")
     return p
 
 
@@ -34,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for i in tqdm(range(a.scenes), desc="synth scenes", unit="scene"):
             d = make_scene(a.out_dir, seed=a.seed + i, num_objects=a.objects, num_frames=a.frames, width=a.width,
-                           height=a.height, noise=not a.no_noise, scene_id=i, use_real_mesh=not a.no_real_mesh)
+                           height=a.height, noise=not a.no_noise, scene_id=i, use_real_mesh=not a.no_real_mesh,
+                           stack=a.stack)
     except SyntheticSceneError as e:
         print(f"bopask synth: {e}", file=sys.stderr)
         return 2
