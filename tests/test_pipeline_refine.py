@@ -80,7 +80,11 @@ def test_oracle_grasp_is_kept_by_local_refinement(bagdata):
     assert res.ok and plain.ok, res.reason
     r = res.refinement
     assert r is not None and r.mode == "local" and r.candidates > 50 and r.range_source in ("pnp", "pnp+depth", "depth")
-    assert r.moved_m < 0.01 and np.linalg.norm(res.grasp_pose_base[:3, 3] - plain.grasp_pose_base[:3, 3]) < 0.01
+    # kept as it is, or moved (within 3 cm) only because the answer's own pose fails a check (here: the palm at
+    # depth's range reaches into the object's top), which the reason names
+    assert r.moved_m < 0.03 and np.linalg.norm(res.grasp_pose_base[:3, 3] - plain.grasp_pose_base[:3, 3]) < 0.03
+    assert (not r.refined and r.moved_m == 0.0) or ("the answer's own: " in r.reason and "passes" not in r.reason), \
+        r.reason
     np.testing.assert_allclose(r.answer_pose_base, plain.grasp_pose_base, atol=1e-9)
     assert len(res.attempts) == 1 and res.attempts[0].failure == "" and "refine" in res.timings
     assert plain.refinement.mode == "none" and plain.refinement.candidates == 0

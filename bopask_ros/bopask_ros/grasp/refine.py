@@ -11,8 +11,9 @@ range already from depth) and:
 2. **candidates** near the answer: the answer's approach, tilted towards straight down into the support by up to
    ``max_angle_deg`` (half and full), times closing axes turned about the approach within ``max_angle_deg``, times
    grasp points at the answer's and at the object's local centre, offset along the fingers' depth and the approach
-   within ``radius``; each centred between the fingers on the object's extent across them. The answer's own pose is
-   one more candidate, unchanged.
+   within ``radius``; each centred between the fingers on the object's extent across them and backed off along its
+   approach where the palm would reach into the object's top (``palm_clearance``, at most ``max_back_off``). The
+   answer's own pose is one more candidate, unchanged.
 3. **checks**, vectorised over candidates and points (numpy): the object lies between the finger pads (at least
    ``min_pad_points``) and fits the opening; the open hand swept from the pre-grasp (``sweep``) holds no scene
    point (:mod:`bopask_ros.grasp.hand_model`) and no other object lies between the fingers; every hand vertex
@@ -39,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bopask_ros.grasp.grasp_fit import TIP_CLEARANCE
-from bopask_ros.grasp.hand_model import FINGER_HALF_DEPTH, hand_boxes, hand_mesh, points_in_boxes
+from bopask_ros.grasp.hand_model import FINGER_HALF_DEPTH, PALM_HALF, hand_boxes, hand_mesh, points_in_boxes
 from bopask_ros.perception.lifting import DepthLifter
 from bopask_vlm.gripper import FINGER_BASE_Z, FINGER_TIP_Z, FLIP_Z, GRASP_DEPTH, MAX_OPENING
 
@@ -82,6 +83,8 @@ class RefineParams:
     w_angle: float = 0.2
     w_centre: float = 0.5
     keep_margin: float = 0.15
+    palm_clearance: float = 0.005
+    max_back_off: float = 0.04
     good_contact: float = 0.5
     max_accept_checks: int = 6
 
@@ -201,7 +204,8 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
     if plane is not None and len(pts):
         pts = pts[pts @ normal + offset > p.min_height]
     if len(pts) < 10:
-        return fail(FailureKind.NO_OBJECT, f"no object at {where}: nothing stands above the support surface there")
+        return fail(FailureKind.NO_OBJECT, f"no object at {where}: nothing stands above the support surface there "
+                                           "(the table or nothing)")
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     pcd = pcd.voxel_down_sample(p.voxel)
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=3.0 * max(p.voxel, spacing), max_nn=20))
@@ -248,6 +252,15 @@ def refine_grasp(T_answer_cam: NDArray[np.float64], lifter: DepthLifter, params:
 
     # the object in each candidate's gripper frame; centre the fingers on its extent across them
     Ol = np.matmul(Pobj[None] - tk[:, None], Rk)
+    # the palm stops at the object's top: a candidate deeper than that backs off along its approach (up to 4 cm)
+    with np.errstate(invalid="ignore"):
+        foot = (np.abs(Ol[..., 0]) < PALM_HALF[0]) & (np.abs(Ol[..., 1]) < PALM_HALF[1])
+    z_top = np.where(foot, Ol[..., 2], np.inf).min(axis=1)
+    back = np.clip(FINGER_BASE_Z + p.palm_clearance - z_top, 0.0, p.max_back_off)
+    back[0] = 0.0  # the answer stays as it is
+    tk = tk - back[:, None] * Rk[:, :, 2]
+    gk = gk - back[:, None] * Rk[:, :, 2]
+    Ol[..., 2] += back[:, None]
     with np.errstate(invalid="ignore"):
         slab = (np.abs(Ol[..., 1]) < FINGER_HALF_DEPTH) & (Ol[..., 2] >= FINGER_BASE_Z) & (Ol[..., 2] <= FINGER_TIP_Z) \
             & (np.abs(Ol[..., 0]) < MAX_OPENING / 2 + 0.03)
