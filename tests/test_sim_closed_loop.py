@@ -104,8 +104,8 @@ def test_demo_appends_a_closed_loop_section(tmp_path):
     from bopask_sim.demo import SECTION, run_closed_loop_demo
 
     (tmp_path / "report.md").write_text("# BOP-ASK demo: rosbag replay\n\nreplay table\n")
-    for _ in range(2):  # a re-run replaces the section instead of adding another
-        m = run_closed_loop_demo(tmp_path, episodes=1, scenes=1, progress=False)
+    for levels in (("oracle",), ("oracle", "nvila15b-sft")):  # a re-run replaces the section instead of adding one
+        m = run_closed_loop_demo(tmp_path, episodes=1, scenes=1, progress=False, levels=levels)
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# BOP-ASK demo: rosbag replay") and "replay table" in text
     assert text.count(SECTION) == 1 and "| grasp |" in text and "closed_loop/strip.png" in text
