@@ -122,3 +122,11 @@ def test_the_planner_refusing_names_the_failure(scene, lifter):
 
     res2 = refine_grasp(fit.T_cam_gripper, lifter, accept=all_but_first)
     assert res2.ok and not np.allclose(res2.T_cam_gripper, first[0])
+
+
+def test_an_object_out_of_the_fingers_reach_is_no_object(scene, lifter):
+    """A search radius of a millimetre: nothing of the object the ray meets lies within the fingers' reach of the
+    answer's grasp point (10 cm above the box); a clear failure, not an error."""
+    T = _top_down(scene, BOX["centre"], 0.16, 0.4)  # the grasp point 10 cm above the box's top
+    res = refine_grasp(T, lifter, RefineParams(radius=0.001, seed_radius=0.2))
+    assert not res.ok and res.failure == FailureKind.NO_OBJECT and "reach" in res.reason, res.reason
