@@ -62,6 +62,22 @@ def test_depth_health_reports_an_episode_once():
     assert h.episodes == 2
 
 
+def test_a_goal_reuses_the_verdict_of_the_frame_the_callback_judged(monkeypatch):
+    """A goal judges the very array the camera callback judged (one pass over the image, not two); any other array,
+    equal or not, is judged afresh."""
+    import bopask_ros.perception.camera_sync as cs
+
+    passes = []
+    real = cs.depth_valid_fraction
+    monkeypatch.setattr(cs, "depth_valid_fraction", lambda d, roi: passes.append(1) or real(d, roi))
+    h = DepthHealth(0.2)
+    good = np.full((10, 10), 0.5)
+    assert h.update(good) is None and h.judge(good) is None and len(passes) == 1
+    dead = np.zeros((10, 10))
+    assert h.judge(dead) is not None and len(passes) == 2
+    assert h.judge(good.copy()) is None and len(passes) == 3
+
+
 # -- the TF wait -----------------------------------------------------------------------------------------
 class LateTF:
     """Stands in for a tf2 buffer whose camera transform arrives ``after_s`` after start (a /tf_static published by

@@ -108,3 +108,36 @@ def test_a_cancel_is_served_while_the_goal_runs_inline(ros):
     release.set()
     res = wait_future(handle.get_result_async(), 20, "result")
     assert res.status == GoalStatus.STATUS_CANCELED and seen["inline"] is True
+
+
+def test_a_raising_or_unfinished_callback_still_answers_the_client(ros):
+    """As rclpy's own ``_execute_goal``: a callback that raises gets an empty result, a goal left active is
+    aborted, and the client's result request is answered either way."""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionServer
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
+    from bopask_msgs.action import YesNoQuestion
+    from bopask_ros.ros.inline_goal import execute_inline
+
+    server_node, client_node = ros("inline_server3"), ros("inline_client3")
+    ran = []
+
+    def execute(goal_handle):
+        if goal_handle.request.object_a == "raise":
+            raise RuntimeError("the callback failed")
+        result = YesNoQuestion.Result()
+        result.status.reason = "left active"
+        return result  # no terminal state set
+
+    ActionServer(server_node, YesNoQuestion, "inline_test3", execute_callback=execute,
+                 handle_accepted_callback=lambda gh: ran.append(execute_inline(gh)),
+                 callback_group=ReentrantCallbackGroup())
+    client = action_client(client_node, YesNoQuestion, "inline_test3")
+    assert client.wait_for_server(timeout_sec=20)
+    for name, reason in (("raise", ""), ("unfinished", "left active")):
+        handle = wait_future(client.send_goal_async(YesNoQuestion.Goal(task="spatial", object_a=name)), 20,
+                             "goal response")
+        res = wait_future(handle.get_result_async(), 20, "result")
+        assert res.status == GoalStatus.STATUS_ABORTED and res.result.status.reason == reason
+    assert ran == [True, True]

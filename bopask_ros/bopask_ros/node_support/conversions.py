@@ -114,6 +114,9 @@ def array_to_image_fields(arr: np.ndarray, encoding: str = "rgb8") -> dict[str, 
 
 
 # -- outgoing messages ----------------------------------------------------------------------------
+_EYE3 = np.eye(3)
+_EYE4 = np.eye(4)
+_IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 class MessageFactory:
     """Builds our result and feedback messages from the ROS-free pipeline result.
 
@@ -136,14 +139,16 @@ class MessageFactory:
         return self.make("geometry_msgs/msg/Point", x=float(p[0]), y=float(p[1]), z=float(p[2]))
 
     def pose(self, T: NDArray[np.float64]) -> Any:
-        q = quat_from_matrix(T[:3, :3])
+        # an exact identity rotation (a waypoint, a missing pose) is (0, 0, 0, 1), as scipy's conversion gives it,
+        # without its ~0.1 ms per call (bench_node: poses were most of a Trajectory result's build)
+        q = _IDENTITY_QUAT if np.array_equal(T[:3, :3], _EYE3) else quat_from_matrix(T[:3, :3])
         return self.make("geometry_msgs/msg/Pose", position=self.point(T[:3, 3]),
                          orientation=self.make("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]),
                                                z=float(q[2]), w=float(q[3])))
 
     def pose_stamped(self, T: NDArray[np.float64] | None, frame_id: str, stamp: float) -> Any:
         return self.make("geometry_msgs/msg/PoseStamped", header=self.header(frame_id, stamp),
-                         pose=self.pose(np.eye(4) if T is None else T))
+                         pose=self.pose(_EYE4 if T is None else T))
 
     def status(self, status: str, reason: str, failed_check: str = "") -> Any:
         code = STATUS_CODES.get(str(status), STATUS_CODES["rejected"])
@@ -175,11 +180,10 @@ class MessageFactory:
         valid = list(result.valid) if len(result.valid) == len(pts) else [True] * len(pts)
         rules = [getattr(r, "value", str(r)) for r in result.rules] if len(result.rules) == len(pts) else [""] * len(pts)
         out = []
-        for p, ok, rule in zip(pts, valid, rules):
-            q = np.nan_to_num(p)
+        for p, ok, rule in zip(np.nan_to_num(pts.reshape(-1, 3)).tolist(), valid, rules):  # (one pass, not per point)
             out.append(self.make("bopask_msgs/msg/LiftedPoint",
                                  point=self.make("geometry_msgs/msg/PointStamped", header=self.header(frame_id, stamp),
-                                                 point=self.point(q)),
+                                                 point=self.point(p)),
                                  valid=bool(ok), rule=str(rule), reason="" if ok else "not lifted"))
         return out
 
@@ -265,8 +269,11 @@ def build_result(factory: MessageFactory, action: str, result: Any, *, frame_id:
                                               z=float(size[2])),
                             corners=factory.lifted_points(result, frame_id, stamp, camera_frame_id))
     if action == "Trajectory":
-        poses = [factory.pose(np.block([[np.eye(3), np.nan_to_num(p)[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
-                 for p in np.asarray(result.points_base).reshape(-1, 3)]
+        poses = []
+        for p in np.nan_to_num(np.asarray(result.points_base, dtype=np.float64).reshape(-1, 3)):
+            T = np.eye(4)
+            T[:3, 3] = p
+            poses.append(factory.pose(T))
         return factory.make("bopask_msgs/action/Trajectory_Result", **common,
                             waypoints=factory.make("geometry_msgs/msg/PoseArray", header=factory.header(frame_id, stamp),
                                                    poses=poses),

@@ -194,10 +194,18 @@ class DepthHealth:
         self.roi_fraction = float(roi_fraction)
         self.bad = False
         self.episodes = 0
+        # the last image judged and its valid fraction: a goal judges the frame the camera callback judged on
+        # arrival (the very array, held here so its id cannot be reused), so that costs no second pass
+        self._last: tuple[Any, float] | None = None
 
     def judge(self, depth_m: Any) -> str | None:
         """None when the depth is usable, else why not (a goal's reason)."""
-        f = depth_valid_fraction(depth_m, self.roi_fraction)
+        last = self._last
+        if last is not None and last[0] is depth_m:
+            f = last[1]
+        else:
+            f = depth_valid_fraction(depth_m, self.roi_fraction)
+            self._last = (depth_m, f)
         if f >= self.min_fraction and f > 0.0:
             return None
         return (f"the depth image is dead or unusable: {100 * f:.0f} % of the central region has a valid depth "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import concurrent.futures
+import functools
 import os
 import sys
 import threading
@@ -40,7 +41,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.logging import get_logger
+from rclpy.logging import LoggingSeverity, get_logger
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -60,6 +61,7 @@ from bopask_ros.perception.camera_sync import CameraSync, DepthHealth, frame_siz
 from bopask_ros.perception.frame_cache import FrameCache, NoFrameError
 from bopask_ros.perception.tf_buffer import TransformError, TransformWait, map_tf2_error
 from bopask_ros.pipeline import Frame, Goal, PipelineResult, ResultStatus, Stage, TaskPipeline
+from bopask_ros.ros.fast_log import CallSite, log_at
 from bopask_ros.ros.inline_goal import execute_inline
 from bopask_ros.ros.spin import drain, shutdown_executor, spin_until_stopped
 from bopask_vlm.answers import Task
@@ -77,12 +79,18 @@ ACTIONS = {  # action name -> (interface class name, task)
 }
 
 
+# where the goal's result line says it comes from (rclpy's logger would look it up per line: ros/fast_log.py)
+_RESULT_SITE = CallSite("BopaskNode._execute", __file__, 0)
+
+
 class StartupError(RuntimeError):
     """The node cannot start with these parameters (the message says what to change)."""
 
 
+@functools.cache
 def _lookup_class(type_name: str) -> Any:
-    """ROS type name ("geometry_msgs/msg/Pose", "bopask_msgs/action/Grasp_Result") -> rclpy class."""
+    """ROS type name ("geometry_msgs/msg/Pose", "bopask_msgs/action/Grasp_Result") -> rclpy class (cached: every
+    message of a result is built through it, and ``importlib.import_module`` per call cost ~3 us each)."""
     import importlib
 
     pkg, kind, name = type_name.split("/")
@@ -575,7 +583,7 @@ class BopaskNode(Node):
                 goal_handle.canceled()
             else:
                 goal_handle.abort()
-            self.get_logger().info(f"{iface}: {msg.status.code} {reason}")
+            log_at(self.get_logger(), LoggingSeverity.INFO, f"{iface}: {msg.status.code} {reason}", _RESULT_SITE)
             return msg
 
         try:
@@ -633,7 +641,8 @@ class BopaskNode(Node):
                 goal_handle.canceled()
             else:
                 goal_handle.abort()
-            self._after_result(self.get_logger().info, f"{iface}: {result.status.value} {result.reason}")
+            self._after_result(log_at, self.get_logger(), LoggingSeverity.INFO,
+                               f"{iface}: {result.status.value} {result.reason}", _RESULT_SITE)
             return msg
         except Exception as e:  # the node keeps serving whatever one goal does
             self.get_logger().error(f"{iface} goal failed: {type(e).__name__}: {e}")
