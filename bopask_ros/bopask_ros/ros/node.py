@@ -697,10 +697,13 @@ class BopaskNode(Node):
 
     # -- visualisation ---------------------------------------------------------------------------
     def _publish_visuals(self, frame: Frame, result: PipelineResult) -> None:
+        # built only for a subscriber (RViz, a recorder): both topics are volatile, so an unmatched reader would
+        # not get them either, and drawing a full-size debug image per goal is milliseconds of CPU
         try:
-            if self.params["publish_markers"]:
+            if self.params["publish_markers"] and self.marker_pub.get_subscription_count() > 0:
                 self.marker_pub.publish(self._marker_array(result, frame.stamp))
-            if self.params["publish_debug_image"] and result.answer is not None:
+            if (self.params["publish_debug_image"] and result.answer is not None
+                    and self.debug_pub.get_subscription_count() > 0):
                 from sensor_msgs.msg import Image
 
                 from bopask_ros.node_support.debug_image import debug_image
