@@ -526,11 +526,14 @@ class TaskPipeline:
         T_base_cam = self._lookup(frame, result)
         problem = getattr(self.planner, "grasp_problem", None)
 
+        unsafe_checks: list[str] = []  # the safety checks that refused candidates, last one last
+
         def accept(T_cam: NDArray[np.float64]) -> tuple[FailureKind, str] | None:
             T_base = T_base_cam @ T_cam
             if self.safety is not None:
                 v = self.safety.check_grasp(T_base)
                 if not v.ok:
+                    unsafe_checks.append(v.check)
                     return FailureKind.UNSAFE, f"{v.check}: {v.reason}"
             if problem is not None:
                 why = problem(T_base)
@@ -548,6 +551,10 @@ class TaskPipeline:
         info.answer_pose_base = T_base_cam @ fit.T_cam_gripper
         if not ref.ok:
             info.reason = ref.reason
+            if ref.failure == FailureKind.UNSAFE and unsafe_checks:
+                # a SAFETY_REJECTED reason starts with the check that failed (the result's failed_check)
+                raise _Stop(ResultStatus.SAFETY_REJECTED, f"{unsafe_checks[-1]}: grasp refinement: {ref.reason}",
+                            str(ref.failure))
             raise _Stop(ResultStatus.SAFETY_REJECTED if ref.failure == FailureKind.UNSAFE else
                         ResultStatus.PLAN_FAILED if ref.failure == FailureKind.UNREACHABLE else
                         ResultStatus.LIFT_FAILED, f"grasp refinement: {ref.reason}", str(ref.failure))

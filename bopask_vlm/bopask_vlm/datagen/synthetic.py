@@ -181,7 +181,7 @@ def place_objects(objs: list[CatalogObject], meshes: dict[int, Any], rng: np.ran
     placed: list[tuple[float, float, float]] = []
     bases: list[tuple[int, NDArray[np.float64]]] = []  # (index, world vertices) of objects on the table
     for k, obj in enumerate(objs):
-        if bases and rng.random() < stack:
+        if stack > 0 and bases and rng.random() < stack:
             R = _stable_rotation(obj, rng)
             v = meshes[obj.obj_id].vertices @ R.T
             t = _stack_on(obj, v, bases, objs)
