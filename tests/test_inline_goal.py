@@ -141,3 +141,36 @@ def test_a_raising_or_unfinished_callback_still_answers_the_client(ros):
         res = wait_future(handle.get_result_async(), 20, "result")
         assert res.status == GoalStatus.STATUS_ABORTED and res.result.status.reason == reason
     assert ran == [True, True]
+
+
+def test_a_waiting_result_request_is_answered_from_the_goal_thread(ros):
+    """The result request that came while the goal ran is answered as the goal ends, in the goal's own thread (no
+    executor task and main-thread wake-up in between)."""
+    import time
+
+    from action_msgs.msg import GoalStatus
+
+    from bopask_msgs.action import YesNoQuestion
+
+    server_node, client_node = ros("inline_server4"), ros("inline_client4")
+    release = threading.Event()
+    server, seen = _server(server_node, lambda gh: None, block=release)
+    sent = []
+    send = server._send_result_response  # rclpy's; wrapped to see which thread answers
+
+    def spy(header, future):
+        sent.append(threading.current_thread().name)
+        return send(header, future)
+
+    server._send_result_response = spy
+    client = action_client(client_node, YesNoQuestion, "inline_test")
+    assert client.wait_for_server(timeout_sec=20)
+    handle = wait_future(client.send_goal_async(YesNoQuestion.Goal(task="spatial", object_a="jar")), 20,
+                         "goal response")
+    wait_for(lambda: "execute_thread" in seen, 20, "the execute callback")
+    result = handle.get_result_async()
+    time.sleep(1.0)  # the result request reaches the server while the goal still runs
+    release.set()
+    res = wait_future(result, 20, "result")
+    assert res.status == GoalStatus.STATUS_SUCCEEDED and res.result.status.reason == "answered jar"
+    assert sent == [seen["execute_thread"]]

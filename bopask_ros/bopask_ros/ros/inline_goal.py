@@ -13,7 +13,9 @@ cancel came first, as ``execute()`` skips it) and ``_execute_goal``, which calls
 goal left active and sets the result (its result requests are answered from that future, in this thread).
 
 What ``_execute_goal`` does for a synchronous callback is done here directly (call it; abort a goal it left
-active; file the ``GetResultService.Response`` in the server's result future), without its two debug lines:
+active; file the ``GetResultService.Response`` in the server's result future, whose done callbacks, the responses
+to result requests already waiting, then run in this thread instead of as executor tasks), without its two debug
+lines:
 rclpy formats them before the level check, each printing the goal's UUID as a numpy array (``array2string``,
 ~170 us per line on the loaded 2-core machine, issue 20's profile). Where those names are missing, the
 coroutine ``_execute_goal`` itself runs.
@@ -72,4 +74,12 @@ def _execute_direct(server: Any, action_type: Any, futures: dict[bytes, Any], ca
     response = action_type.Impl.GetResultService.Response()
     response.status = goal_handle.status
     response.result = result
-    futures[bytes(goal_handle.goal_id.uuid)].set_result(response)
+    future = futures[bytes(goal_handle.goal_id.uuid)]
+    # the executor is set on every future of the server each time the server runs (Executor._take_waitable); with it,
+    # set_result schedules the waiting result requests' responses as executor tasks (a main-thread wake-up and a
+    # hand-over to a pool thread before the client gets its result). Without it they are sent here, now. Should the
+    # executor set it again in between, the responses go the scheduled way, as before.
+    unset = getattr(future, "_set_executor", None)
+    if unset is not None:
+        unset(None)
+    future.set_result(response)
