@@ -10,7 +10,7 @@ from typing import Any
 
 
 def plot_loss(history: list[dict[str, float]], path: str | Path, title: str = "training loss") -> Path:
-    """Draw the logged loss (and a running mean over 10 logs) against the step."""
+    """Draw the logged loss (and a trailing mean over 10 logs) against the step, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,6 +26,8 @@ def plot_loss(history: list[dict[str, float]], path: str | Path, title: str = "t
         ax.plot(steps[9:], np.convolve(loss, k, mode="valid"), lw=2, label="mean of 10 logs")
     ax.set_xlabel("step")
     ax.set_ylabel("answer-token cross-entropy")
+    if loss.size and loss.min() > 0:
+        ax.set_yscale("log")  # the plateau after the first fall stays readable
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
