@@ -5,7 +5,7 @@ answers held-out scenes through ``bopask bench``'s runner and the transformers c
 from the exported model), scored beside the baselines fitted on the training records.
 
 What this run does not show (issue 23): that the easiest task beats its baseline on held-out scenes. A
-reduced recipe run of 300-900 steps on the loaded machine stayed at the text prior (docs/training.md, "From
+reduced recipe run of 250-900 steps on the loaded machine answered the majority answer (docs/training.md, "From
 scratch on the CPU"), so no such assertion is made here until a run that learns fits the time bound."""
 
 from __future__ import annotations
