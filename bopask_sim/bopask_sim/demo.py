@@ -17,10 +17,13 @@ SECTION = "## Closed loop in physics (bopask_sim)"
 
 
 DEMO_LEVELS = ("oracle", "nvila15b-sft")
+#: each level is run as the model drew it (``none``) and refined from depth (``local``, the node's default)
+DEMO_REFINE = ("none", "local")
 
 
 def run_closed_loop_demo(out: str | Path, *, episodes: int = 4, noise_levels: Sequence[float] = (0.0,),
-                         scenes: int = 2, progress: bool = True, levels: Sequence[str] = DEMO_LEVELS) -> dict[str, Any]:
+                         scenes: int = 2, progress: bool = True, levels: Sequence[str] = DEMO_LEVELS,
+                         grasp_refine: Sequence[str] = DEMO_REFINE) -> dict[str, Any]:
     """Run the short evaluation under ``out/closed_loop`` and append its section to ``out/report.md``."""
     from bopask_sim.evaluate import sim_eval
     from bopask_vlm.clients import OracleClient
@@ -36,7 +39,8 @@ def run_closed_loop_demo(out: str | Path, *, episodes: int = 4, noise_levels: Se
             note = f" (the answer-error levels {[lev for lev in levels if lev != 'oracle']} are missing: {e})"
             levels = [lev for lev in levels if lev == "oracle"] or ["oracle"]
     m = sim_eval(OracleClient(), episodes=episodes, noise_levels=noise_levels, out_dir=sub, scenes=scenes,
-                 progress=progress, log=None, snapshots=4, answer_error=levels)
+                 progress=progress, log=None, snapshots=4, answer_error=levels,
+                 grasp_refine=list(grasp_refine))
     report = out / "report.md"
     text = report.read_text() if report.is_file() else "# BOP-ASK demo\n"
     if SECTION in text:  # re-running the demo replaces the section
@@ -45,7 +49,9 @@ def run_closed_loop_demo(out: str | Path, *, episodes: int = 4, noise_levels: Se
     lines = ["", SECTION, "",
              f"The simulated Panda (pybullet, CPU) executes the pipeline's targets on {len(m['scenes'])} simulated "
              f"tabletop scenes. Answers: {', '.join(m['answer_error'])}{note}: the oracle answers from the datagen's "
-             f"records; a preset wraps it in the answer-error model calibrated to that paper row's metrics. "
+             f"records; a preset wraps it in the answer-error model calibrated to that paper row's metrics. Each "
+             f"is executed as drawn (`[none]`) and with grasp refinement from depth and re-asking (`[local]`, the "
+             f"node's default). "
              f"Nothing the robot would not know reaches the motion (a miscalibrated camera extrinsic, the measured "
              f"table, the model's own grasp before a carry, the held object's offset as perceived). Success is "
              f"measured physically (grasp: lifted >= 5 cm and held 1 s; trajectory: placed within 3 cm, no "
