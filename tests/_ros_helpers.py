@@ -117,45 +117,14 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
-_RACE_FREE: Any = None
-
-
 def action_client(node: Any, action_type: Any, name: str) -> Any:
-    """An rclpy ActionClient without rclpy 7.1's send/response race (ros2/rclpy#1123).
+    """An rclpy ActionClient without rclpy 7.1's send/response race (ros2/rclpy#1123): the product's own
+    (:func:`bopask_ros.ros.goal_cli.race_free_action_client`, what ``bopask goal`` uses). The Jazzy wheels'
+    ``send_goal_async`` sends and only then files its future, so a test client spinning in its own executor
+    thread lost a goal response now and then."""
+    from bopask_ros.ros.goal_cli import race_free_action_client
 
-    The Jazzy wheels' ``send_goal_async`` (likewise the cancel and result requests) sends the request and only
-    then files its future under the sequence number; an executor thread that takes the response in between drops
-    it ("Ignoring unexpected goal response") and the future never completes: a test client spinning in its own
-    MultiThreadedExecutor thread lost a goal response now and then. The fix upstream (ros2/rclpy#1308, backported
-    in #1517/#1519, not in these wheels) holds one lock over sending and filing and over taking responses; this
-    subclass does the same."""
-    global _RACE_FREE
-    if _RACE_FREE is None:
-        from rclpy.action import ActionClient
-
-        class RaceFreeActionClient(ActionClient):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self._race_lock = threading.RLock()
-                super().__init__(*args, **kwargs)
-
-            def send_goal_async(self, *args: Any, **kwargs: Any) -> Any:
-                with self._race_lock:
-                    return super().send_goal_async(*args, **kwargs)
-
-            def _cancel_goal_async(self, goal_handle: Any) -> Any:
-                with self._race_lock:
-                    return super()._cancel_goal_async(goal_handle)
-
-            def _get_result_async(self, goal_handle: Any) -> Any:
-                with self._race_lock:
-                    return super()._get_result_async(goal_handle)
-
-            def take_data(self) -> Any:
-                with self._race_lock:
-                    return super().take_data()
-
-        _RACE_FREE = RaceFreeActionClient
-    return _RACE_FREE(node, action_type, name)
+    return race_free_action_client(node, action_type, name)
 
 
 def wait_for_action(ac: Any, timeout_s: float = 60.0) -> bool:
