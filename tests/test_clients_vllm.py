@@ -8,11 +8,13 @@ Needs the separate vLLM environment (``scripts/vllm_venv.sh``, ~4 min, ~6 GB); r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,41 +38,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _served(model_dir: Path, log_path: Path, start_timeout_s: float) -> Iterator[str]:
+    """``model_dir`` served by vLLM CPU as ``bopask serve`` builds the command; yields the server's base URL
+    once ``/health`` answers (at most ``start_timeout_s``), and stops the server afterwards."""
+    import httpx
+
+    port = _free_port()
+    cmd = build_command(model_dir, python=str(VLLM_PY), port=port, max_model_len=1024, dtype="float32", cpu=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + start_timeout_s
+        try:
+            while time.time() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log_path}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(2)
+            else:
+                raise RuntimeError(f"vLLM did not come up in {start_timeout_s:.0f} s; see {log_path}")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import httpx
 
     from bopask_vlm.testing.tiny_qwen import build_tiny_qwen25_vl
 
     model_dir = build_tiny_qwen25_vl(tmp_path_factory.mktemp("tiny") / "tiny-qwen25-vl", seed=0)
-    port = _free_port()
-    cmd = build_command(model_dir, python=str(VLLM_PY), port=port, max_model_len=1024, dtype="float32", cpu=True)
-    log = (tmp_path_factory.mktemp("vllm") / "server.log").open("w")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            raise RuntimeError(f"vLLM did not come up in 300 s; see {log.name}")
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    with _served(model_dir, log_path, 300) as url:
         yield f"{url}/v1", model_dir.name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        print(f"vLLM log: {log.name}", file=sys.stderr)
+    print(f"vLLM log: {log_path}", file=sys.stderr)
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -112,7 +123,6 @@ def test_image_reaches_the_model(server):
 def trained(tmp_path_factory):
     """The tiny model trained here (a pose and a spatial answer in resized_pixels, text form), exported with
     its contract, and served by vLLM CPU as `bopask serve` would serve it."""
-    import httpx
     from _train_helpers import generated_dataset, shared_tiny_model
 
     from bopask_vlm.train.config import config_from_dict
@@ -139,32 +149,9 @@ def trained(tmp_path_factory):
                 "report_to": [], "progress": False},
     })
     model_dir = train(cfg).model_dir
-    port = _free_port()
-    cmd = build_command(model_dir, python=str(VLLM_PY), port=port, max_model_len=1024, dtype="float32", cpu=True)
-    log = (base / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 900  # a loaded CI machine: vLLM CPU's start took over 300 s beside other jobs
-    try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            raise RuntimeError(f"vLLM did not come up in 900 s; see {log.name}")
+    # a loaded CI machine: vLLM CPU's start took over 300 s beside other jobs
+    with _served(model_dir, base / "server.log", 900) as url:
         yield f"{url}/v1", model_dir, picked
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.mark.timeout(1800)  # trains the checkpoint (90 steps) and starts vLLM: minutes on 2 busy cores
