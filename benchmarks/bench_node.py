@@ -30,8 +30,16 @@ def process_cpu_s(pid: int) -> float:
 
 
 def main(rounds: int = 4) -> int:
-    import yaml
-    from _ros_helpers import CameraPublisher, GoalRun, NodeProcess, RosClient, action_client, image_msg, info_msg
+    from _ros_helpers import (
+        CameraPublisher,
+        GoalRun,
+        NodeProcess,
+        RosClient,
+        action_client,
+        image_msg,
+        info_msg,
+        write_calibration,
+    )
 
     from bopask_msgs.action import Grasp, Pose, Rearrangement, Trajectory, YesNoQuestion
     from bopask_ros.node_support.conversions import camera_from_info, depth_from_image, rgb_from_image
@@ -41,7 +49,6 @@ def main(rounds: int = 4) -> int:
     from bopask_ros.replay.bag_writer import bop_scene_to_bag, read_bop_scene_frames
     from bopask_ros.replay.demo import make_dataset
     from bopask_vlm.clients import OracleClient
-    from bopask_vlm.geometry import quat_from_matrix
     from bopask_vlm.records import QARecord
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,10 +60,7 @@ def main(rounds: int = 4) -> int:
         bf = data.frames[0]
         fid = bf.frame.frame_id
         T = data.tf.lookup_transform("base_link", fid, bf.stamp_ns * 1e-9)
-        cal = work / "calibration.yaml"
-        cal.write_text(yaml.safe_dump({"parent_frame": "base_link", "child_frame": fid,
-                                       "translation": [float(v) for v in T[:3, 3]],
-                                       "rotation": [float(v) for v in quat_from_matrix(T[:3, :3])]}))
+        cal = write_calibration(work / "calibration.yaml", "base_link", fid, T)
         recs_file = work / "records.jsonl"
         recs_file.write_text("".join(r.to_line() + "\n" for r in records))
         keys = [(r.task.value, tuple(o.description for o in r.objects)) for r in records]

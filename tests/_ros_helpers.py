@@ -389,3 +389,16 @@ class FakeVLMServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def write_calibration(path: Path, parent_frame: str, child_frame: str, T_parent_child: Any) -> Path:
+    """A calibration file in the layout of ``config/camera_calibration.yaml`` (``tf_source: calibration``)."""
+    import yaml
+
+    from bopask_vlm.geometry import quat_from_matrix
+
+    T = np.asarray(T_parent_child, dtype=float)
+    path.write_text(yaml.safe_dump({"parent_frame": parent_frame, "child_frame": child_frame,
+                                    "translation": [float(v) for v in T[:3, 3]],
+                                    "rotation": [float(v) for v in quat_from_matrix(T[:3, :3])]}))
+    return path

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import yaml
-from _ros_helpers import CameraPublisher, NodeProcess, RosClient
+from _ros_helpers import CameraPublisher, NodeProcess, RosClient, write_calibration
 
 from bopask_ros.ros import goal_cli
 
@@ -20,17 +20,14 @@ def node(tmp_path_factory):
     from bopask_ros.replay.bag_reader import read_bag
     from bopask_ros.replay.bag_writer import bop_scene_to_bag, read_bop_scene_frames
     from bopask_ros.replay.demo import make_dataset
-    from bopask_vlm.geometry import quat_from_matrix
 
     work = tmp_path_factory.mktemp("goal_cli")
     scene_dir, records, _ = make_dataset(work / "data", 0, 4, 1, 320, 240, None)
     bag = bop_scene_to_bag(scene_dir, work / "bag", records=records, im_ids=[0])
-    bf = read_bag(bag).frames[0]
-    T = read_bag(bag).tf.lookup_transform("base_link", bf.frame.frame_id, bf.stamp_ns * 1e-9)
-    cal = work / "calibration.yaml"
-    cal.write_text(yaml.safe_dump({"parent_frame": "base_link", "child_frame": bf.frame.frame_id,
-                                   "translation": [float(v) for v in T[:3, 3]],
-                                   "rotation": [float(v) for v in quat_from_matrix(T[:3, :3])]}))
+    data = read_bag(bag)
+    bf = data.frames[0]
+    T = data.tf.lookup_transform("base_link", bf.frame.frame_id, bf.stamp_ns * 1e-9)
+    cal = write_calibration(work / "calibration.yaml", "base_link", bf.frame.frame_id, T)
     recs_file = work / "records.jsonl"
     recs_file.write_text("".join(r.to_line() + "\n" for r in records))
     keys = [(r.task.value, tuple(o.description for o in r.objects)) for r in records]

@@ -26,6 +26,7 @@ from _ros_helpers import (
     info_msg,
     wait_for,
     wait_for_action,
+    write_calibration,
 )
 from _vlm_abuse import AbusiveVLMServer
 
@@ -52,15 +53,10 @@ def _measured(what: str, value: float) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import yaml
 
-    from bopask_vlm.geometry import quat_from_matrix
 
     rgb, depth_mm, cam, T_world_cam = table_frame(W, H)
-    cal = tmp_path_factory.mktemp("ros_abuse") / "calibration.yaml"
-    cal.write_text(yaml.safe_dump({"parent_frame": "world", "child_frame": "camera_color_optical_frame",
-                                   "translation": [float(v) for v in T_world_cam[:3, 3]],
-                                   "rotation": [float(v) for v in quat_from_matrix(T_world_cam[:3, :3])]}))
+    cal = write_calibration(tmp_path_factory.mktemp("ros_abuse") / "calibration.yaml", "world", "camera_color_optical_frame", T_world_cam)
     return {"rgb": rgb, "depth_mm": depth_mm, "K": cam.K, "calibration": cal}
 
 

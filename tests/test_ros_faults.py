@@ -25,6 +25,7 @@ from _ros_helpers import (
     action_client,
     wait_for,
     wait_for_action,
+    write_calibration,
 )
 
 pytestmark = [pytest.mark.ros]
@@ -64,15 +65,10 @@ def _answer(task: str, question: str) -> tuple[str, float]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import yaml
 
-    from bopask_vlm.geometry import quat_from_matrix
 
     rgb, depth_mm, cam, T_world_cam = table_frame(W, H)
-    cal = tmp_path_factory.mktemp("ros_faults") / "calibration.yaml"
-    cal.write_text(yaml.safe_dump({"parent_frame": "world", "child_frame": "camera_color_optical_frame",
-                                   "translation": [float(v) for v in T_world_cam[:3, 3]],
-                                   "rotation": [float(v) for v in quat_from_matrix(T_world_cam[:3, :3])]}))
+    cal = write_calibration(tmp_path_factory.mktemp("ros_faults") / "calibration.yaml", "world", "camera_color_optical_frame", T_world_cam)
     return {"rgb": rgb, "depth_mm": depth_mm, "K": cam.K, "cam": cam, "T": T_world_cam, "calibration": cal}
 
 

@@ -24,6 +24,7 @@ from _ros_helpers import (
     action_client,
     wait_for,
     wait_for_action,
+    write_calibration,
 )
 
 pytestmark = [pytest.mark.ros]
@@ -54,12 +55,10 @@ def _goal_msg(rec: Any) -> Any:
 def scene(tmp_path_factory):
     """A synthetic tabletop scene written as a rosbag2 by the project's bag writer, read back: its first
     frame, its camera pose in the robot base frame as a calibration file, and one QA record per task."""
-    import yaml
 
     from bopask_ros.replay.bag_reader import read_bag
     from bopask_ros.replay.bag_writer import bop_scene_to_bag, read_bop_scene_frames
     from bopask_ros.replay.demo import make_dataset
-    from bopask_vlm.geometry import quat_from_matrix
 
     work = tmp_path_factory.mktemp("ros_scene")
     scene_dir, records, _ = make_dataset(work / "data", 0, 4, 1, 320, 240, None)
@@ -67,10 +66,7 @@ def scene(tmp_path_factory):
     data = read_bag(bag)
     bf = data.frames[0]
     T = data.tf.lookup_transform("base_link", bf.frame.frame_id, bf.stamp_ns * 1e-9)
-    cal = work / "calibration.yaml"
-    cal.write_text(yaml.safe_dump({"parent_frame": "base_link", "child_frame": bf.frame.frame_id,
-                                   "translation": [float(v) for v in T[:3, 3]],
-                                   "rotation": [float(v) for v in quat_from_matrix(T[:3, :3])]}))
+    cal = write_calibration(work / "calibration.yaml", "base_link", bf.frame.frame_id, T)
     recs_file = work / "records.jsonl"
     recs_file.write_text("".join(r.to_line() + "\n" for r in records))
     # one record per task whose (task, objects) identifies it (the node's oracle finds records by those)
